@@ -1,0 +1,567 @@
+package event
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"time"
+	"unicode/utf8"
+	"unsafe"
+)
+
+// Decode parses and validates one event line (with or without its newline).
+// The returned error says what is wrong in words fit for an administrator.
+//
+// Flat objects of plain strings, numbers and booleans, which is every line
+// the stages themselves write, take a fast path that does not allocate for a
+// hit; anything else (escapes, nested values) is parsed by encoding/json and
+// then checked by the same field rules, so both paths accept the same lines.
+func Decode(line []byte) (Event, error) {
+	var e Event
+	err := decodeInto(&e, line)
+	return e, err
+}
+
+// DecodeInto is Decode into an Event the caller reuses.
+func DecodeInto(e *Event, line []byte) error {
+	*e = Event{}
+	return decodeInto(e, line)
+}
+
+func decodeInto(e *Event, line []byte) error {
+	line = bytes.TrimSuffix(line, []byte("\n"))
+	if len(line) >= MaxLine {
+		return fmt.Errorf("line too long: %d bytes, at most %d", len(line)+1, MaxLine)
+	}
+	if bytes.IndexByte(line, 0) >= 0 {
+		return errors.New("line contains a NUL byte")
+	}
+	if !utf8.Valid(line) {
+		return errors.New("line is not valid UTF-8")
+	}
+	var f fields
+	ok, err := scanFlat(line, &f)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		if err := scanGeneric(line, &f); err != nil {
+			return err
+		}
+	}
+	return f.validate(e)
+}
+
+// value is one scalar of a line, kept as its raw text.
+type value struct {
+	set  bool
+	kind byte // 's' string (unescaped text), 'n' number, 't' true, 'f' false, 'z' null
+	text []byte
+}
+
+// fields holds the known keys of a line before validation.
+type fields struct {
+	v, kind, time, sensor, mode, proto, src, sport, dst, dport, scan, flags value
+	target, port, hits, until, action, ok, detail                           value
+}
+
+func (f *fields) slot(key []byte) *value {
+	switch string(key) { // no allocation: the compiler optimises this conversion
+	case "v":
+		return &f.v
+	case "kind":
+		return &f.kind
+	case "time":
+		return &f.time
+	case "sensor":
+		return &f.sensor
+	case "mode":
+		return &f.mode
+	case "proto":
+		return &f.proto
+	case "src":
+		return &f.src
+	case "sport":
+		return &f.sport
+	case "dst":
+		return &f.dst
+	case "dport":
+		return &f.dport
+	case "scan":
+		return &f.scan
+	case "flags":
+		return &f.flags
+	case "target":
+		return &f.target
+	case "port":
+		return &f.port
+	case "hits":
+		return &f.hits
+	case "until":
+		return &f.until
+	case "action":
+		return &f.action
+	case "ok":
+		return &f.ok
+	case "detail":
+		return &f.detail
+	}
+	return nil
+}
+
+var errNotJSON = errors.New("not a JSON object")
+
+// scanFlat parses a flat JSON object without escapes. It returns false, nil
+// when the line needs the general parser, and an error when the line is
+// certainly not a valid JSON object.
+func scanFlat(b []byte, f *fields) (bool, error) {
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return false, errNotJSON
+	}
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		i = skipSpace(b, i+1)
+		if i != len(b) {
+			return false, errNotJSON
+		}
+		return true, nil
+	}
+	for {
+		if i >= len(b) || b[i] != '"' {
+			return false, errNotJSON
+		}
+		key, next, ok := flatString(b, i)
+		if !ok {
+			return false, nil
+		}
+		i = skipSpace(b, next)
+		if i >= len(b) || b[i] != ':' {
+			return false, errNotJSON
+		}
+		i = skipSpace(b, i+1)
+		if i >= len(b) {
+			return false, errNotJSON
+		}
+		var v value
+		switch c := b[i]; {
+		case c == '"':
+			s, next, ok := flatString(b, i)
+			if !ok {
+				return false, nil
+			}
+			v, i = value{set: true, kind: 's', text: s}, next
+		case c == '-' || (c >= '0' && c <= '9'):
+			j := i + 1
+			for j < len(b) && (b[j] >= '0' && b[j] <= '9' || b[j] == '.' || b[j] == 'e' || b[j] == 'E' || b[j] == '+' || b[j] == '-') {
+				j++
+			}
+			v, i = value{set: true, kind: 'n', text: b[i:j]}, j
+			if !validNumber(v.text) {
+				return false, errNotJSON
+			}
+		case bytes.HasPrefix(b[i:], []byte("true")):
+			v, i = value{set: true, kind: 't'}, i+4
+		case bytes.HasPrefix(b[i:], []byte("false")):
+			v, i = value{set: true, kind: 'f'}, i+5
+		case bytes.HasPrefix(b[i:], []byte("null")):
+			v, i = value{set: true, kind: 'z'}, i+4
+		case c == '{' || c == '[':
+			return false, nil
+		default:
+			return false, errNotJSON
+		}
+		if s := f.slot(key); s != nil {
+			*s = v
+		}
+		i = skipSpace(b, i)
+		if i >= len(b) {
+			return false, errNotJSON
+		}
+		switch b[i] {
+		case ',':
+			i = skipSpace(b, i+1)
+		case '}':
+			if skipSpace(b, i+1) != len(b) {
+				return false, errNotJSON
+			}
+			return true, nil
+		default:
+			return false, errNotJSON
+		}
+	}
+}
+
+// flatString reads the string starting at the quote b[i]. ok is false when it
+// holds an escape or a control character, which the general parser judges.
+func flatString(b []byte, i int) (s []byte, next int, ok bool) {
+	for j := i + 1; j < len(b); j++ {
+		switch c := b[j]; {
+		case c == '"':
+			return b[i+1 : j], j + 1, true
+		case c == '\\' || c < 0x20:
+			return nil, 0, false
+		}
+	}
+	return nil, 0, false
+}
+
+// validNumber checks JSON's number grammar: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
+func validNumber(b []byte) bool {
+	i := 0
+	digits := func() int {
+		n := 0
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i++
+			n++
+		}
+		return n
+	}
+	if i < len(b) && b[i] == '-' {
+		i++
+	}
+	start := i
+	if n := digits(); n == 0 || n > 1 && b[start] == '0' {
+		return false
+	}
+	if i < len(b) && b[i] == '.' {
+		i++
+		if digits() == 0 {
+			return false
+		}
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		if digits() == 0 {
+			return false
+		}
+	}
+	return i == len(b)
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\r' || b[i] == '\n') {
+		i++
+	}
+	return i
+}
+
+// scanGeneric parses any JSON object with encoding/json, keeping the known
+// keys case-sensitively (as the fast path does) and the last of repeated keys.
+func scanGeneric(b []byte, f *fields) error {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil || m == nil {
+		return errNotJSON
+	}
+	for k, raw := range m {
+		s := f.slot([]byte(k))
+		if s == nil {
+			continue
+		}
+		raw = bytes.TrimSpace(raw)
+		switch {
+		case len(raw) == 0:
+			return errNotJSON
+		case raw[0] == '"':
+			var str string
+			if err := json.Unmarshal(raw, &str); err != nil {
+				return errNotJSON
+			}
+			*s = value{set: true, kind: 's', text: []byte(str)}
+		case raw[0] == '-' || raw[0] >= '0' && raw[0] <= '9':
+			*s = value{set: true, kind: 'n', text: raw}
+		case string(raw) == "true":
+			*s = value{set: true, kind: 't'}
+		case string(raw) == "false":
+			*s = value{set: true, kind: 'f'}
+		case string(raw) == "null":
+			*s = value{set: true, kind: 'z'}
+		default:
+			*s = value{set: true, kind: 'o'} // object or array: wrong type for any known key
+		}
+	}
+	return nil
+}
+
+// FieldError says which field of a line is missing or invalid.
+type FieldError struct {
+	Field  string
+	Reason string
+}
+
+func (e *FieldError) Error() string { return fmt.Sprintf("field %q: %s", e.Field, e.Reason) }
+
+func bad(field, format string, args ...any) error {
+	return &FieldError{Field: field, Reason: fmt.Sprintf(format, args...)}
+}
+
+func (f *fields) validate(e *Event) error {
+	if !f.v.set {
+		return bad("v", "missing")
+	}
+	if f.v.kind != 'n' || string(f.v.text) != "1" {
+		return bad("v", "unsupported version %s", showValue(f.v))
+	}
+	var err error
+	if e.Kind, err = enumField(f.kind, "kind", kindNames[:], ParseKind); err != nil {
+		return err
+	}
+	if e.Time, err = timeField(f.time, "time", true); err != nil {
+		return err
+	}
+	if e.Mode, err = modeField(f.mode); err != nil {
+		return err
+	}
+	if f.proto.set {
+		if e.Proto, err = enumField(f.proto, "proto", protoNames[:], ParseProto); err != nil {
+			return err
+		}
+		if e.Proto != e.Mode.Proto() {
+			return bad("proto", "%s does not match mode %s", e.Proto, e.Mode)
+		}
+	} else {
+		e.Proto = e.Mode.Proto()
+	}
+	if f.scan.set {
+		if e.Scan, err = enumField(f.scan, "scan", scanNames[:], ParseScan); err != nil {
+			return err
+		}
+	}
+	switch e.Kind {
+	case KindHit:
+		return f.validateHit(e)
+	case KindResult:
+		if err := f.validateTarget(e); err != nil {
+			return err
+		}
+		if e.Action, err = str(f.action, "action", true); err != nil {
+			return err
+		}
+		if e.Action == "" {
+			return bad("action", "empty")
+		}
+		switch {
+		case !f.ok.set:
+			return bad("ok", "missing")
+		case f.ok.kind == 't':
+			e.OK = true
+		case f.ok.kind != 'f':
+			return bad("ok", "not a boolean")
+		}
+		e.Detail, err = str(f.detail, "detail", false)
+		return err
+	default: // decisions and unblock
+		if err := f.validateTarget(e); err != nil {
+			return err
+		}
+		if f.port.set {
+			if e.Port, err = portField(f.port, "port"); err != nil {
+				return err
+			}
+		}
+		if f.hits.set {
+			n, err := intField(f.hits, "hits", 0, 1<<31-1)
+			if err != nil {
+				return err
+			}
+			e.Hits = n
+		}
+		e.Until, err = timeField(f.until, "until", false)
+		return err
+	}
+}
+
+func (f *fields) validateHit(e *Event) error {
+	var err error
+	if e.Scan == ScanNone {
+		return bad("scan", "missing")
+	}
+	if e.Sensor, err = internedStr(f.sensor, "sensor", "ps-sniff", "ps-listen"); err != nil {
+		return err
+	}
+	if e.Src, err = addrField(f.src, "src"); err != nil {
+		return err
+	}
+	if e.Dst, err = addrField(f.dst, "dst"); err != nil {
+		return err
+	}
+	if e.Src.Is4() != e.Dst.Is4() {
+		return bad("dst", "address family differs from src")
+	}
+	if e.Sport, err = portField(f.sport, "sport"); err != nil {
+		return err
+	}
+	if e.Dport, err = portField(f.dport, "dport"); err != nil {
+		return err
+	}
+	if e.Flags, err = internedStr(f.flags, "flags", "S", "F", "", "FPU", "SF", "U", "P"); err != nil {
+		return err
+	}
+	for i := 0; i < len(e.Flags); i++ {
+		if bytes.IndexByte([]byte("FSRPAUEC"), e.Flags[i]) < 0 {
+			return bad("flags", "%q is not a TCP flag letter (FSRPAUEC)", e.Flags[i])
+		}
+	}
+	if e.Flags != "" && e.Proto != ProtoTCP {
+		return bad("flags", "TCP flags on a %s hit", e.Proto)
+	}
+	return nil
+}
+
+func (f *fields) validateTarget(e *Event) error {
+	var err error
+	e.Target, err = addrField(f.target, "target")
+	return err
+}
+
+func showValue(v value) string {
+	switch v.kind {
+	case 's':
+		return strconv.Quote(string(v.text))
+	case 'n':
+		return string(v.text)
+	case 't':
+		return "true"
+	case 'f':
+		return "false"
+	case 'z':
+		return "null"
+	}
+	return "an object"
+}
+
+func str(v value, name string, required bool) (string, error) {
+	if !v.set {
+		if required {
+			return "", bad(name, "missing")
+		}
+		return "", nil
+	}
+	if v.kind != 's' {
+		return "", bad(name, "not a string: %s", showValue(v))
+	}
+	return string(v.text), nil
+}
+
+func modeField(v value) (Mode, error) {
+	return enumField(v, "mode", modeNames[:], ParseMode)
+}
+
+// enumField maps a string field to its enum without allocating; parse gives
+// the error for a name that is not in names.
+func enumField[T ~uint8](v value, name string, names []string, parse func(string) (T, error)) (T, error) {
+	if !v.set {
+		return 0, bad(name, "missing")
+	}
+	if v.kind != 's' {
+		return 0, bad(name, "not a string: %s", showValue(v))
+	}
+	for i, n := range names {
+		if i > 0 && n == string(v.text) {
+			return T(i), nil
+		}
+	}
+	_, err := parse(string(v.text))
+	return 0, bad(name, "%v", err)
+}
+
+// internedStr is str for fields whose few usual values need no allocation.
+func internedStr(v value, name string, usual ...string) (string, error) {
+	if v.set && v.kind == 's' {
+		for _, u := range usual {
+			if u == string(v.text) {
+				return u, nil
+			}
+		}
+	}
+	return str(v, name, false)
+}
+
+// addrField parses an IPv4 or IPv6 address. Zones are refused: an event
+// crosses hosts and stages, where an interface name means nothing. An
+// IPv4-mapped IPv6 address is taken as the IPv4 address it maps, so that one
+// host has one spelling in every table and firewall set.
+func addrField(v value, name string) (netip.Addr, error) {
+	if !v.set {
+		return netip.Addr{}, bad(name, "missing")
+	}
+	if v.kind != 's' {
+		return netip.Addr{}, bad(name, "not a string: %s", showValue(v))
+	}
+	a, err := parseAddr(v.text)
+	if err != nil {
+		return netip.Addr{}, bad(name, "%v", err)
+	}
+	return a, nil
+}
+
+func parseAddr(text []byte) (netip.Addr, error) {
+	if len(text) > 64 {
+		return netip.Addr{}, errors.New("not an IP address: too long")
+	}
+	if bytes.IndexByte(text, '%') >= 0 {
+		return netip.Addr{}, fmt.Errorf("address %q has a zone", text)
+	}
+	// The unsafe view saves an allocation per address; netip keeps no
+	// reference to it in an Addr without a zone, and its error is dropped.
+	a, err := netip.ParseAddr(unsafe.String(unsafe.SliceData(text), len(text)))
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("not an IP address: %q", text)
+	}
+	return a.Unmap(), nil
+}
+
+// ParseAddr parses an address by the same rules as event lines: no zones,
+// IPv4-mapped IPv6 taken as IPv4.
+func ParseAddr(s string) (netip.Addr, error) { return parseAddr([]byte(s)) }
+
+func portField(v value, name string) (uint16, error) {
+	n, err := intField(v, name, 0, 65535)
+	return uint16(n), err
+}
+
+func intField(v value, name string, lo, hi int) (int, error) {
+	if !v.set {
+		return 0, bad(name, "missing")
+	}
+	if v.kind != 'n' {
+		return 0, bad(name, "not a number: %s", showValue(v))
+	}
+	if len(v.text) > 10 {
+		return 0, bad(name, "%s is out of range %d-%d", v.text, lo, hi)
+	}
+	n := 0
+	for _, c := range v.text {
+		if c < '0' || c > '9' {
+			return 0, bad(name, "%s is not a whole number in range %d-%d", v.text, lo, hi)
+		}
+		n = n*10 + int(c-'0')
+	}
+	if n < lo || n > hi {
+		return 0, bad(name, "%s is out of range %d-%d", v.text, lo, hi)
+	}
+	return n, nil
+}
+
+func timeField(v value, name string, required bool) (time.Time, error) {
+	if !v.set && !required {
+		return time.Time{}, nil
+	}
+	if !v.set {
+		return time.Time{}, bad(name, "missing")
+	}
+	if v.kind != 's' {
+		return time.Time{}, bad(name, "not a string: %s", showValue(v))
+	}
+	var t time.Time
+	if err := t.UnmarshalText(v.text); err != nil {
+		return time.Time{}, bad(name, "not an RFC 3339 time: %q", v.text)
+	}
+	return t.UTC(), nil
+}

@@ -1,0 +1,99 @@
+package event
+
+import (
+	"encoding/json"
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// maxDetail bounds a result's detail so that every line fits in MaxLine.
+const maxDetail = 1024
+
+// Append appends e as one event line, newline included, to dst. Only the
+// fields of e's kind are written.
+func Append(dst []byte, e *Event) []byte {
+	dst = append(dst, `{"v":1,"kind":"`...)
+	dst = append(dst, e.Kind.String()...)
+	dst = append(dst, `","time":"`...)
+	dst = appendTime(dst, e.Time)
+	dst = append(dst, '"')
+	switch e.Kind {
+	case KindHit:
+		dst = appendString(dst, "sensor", e.Sensor)
+		dst = appendString(dst, "mode", e.Mode.String())
+		dst = appendString(dst, "proto", e.Proto.String())
+		dst = appendString(dst, "src", e.Src.String())
+		dst = appendInt(dst, "sport", int(e.Sport))
+		dst = appendString(dst, "dst", e.Dst.String())
+		dst = appendInt(dst, "dport", int(e.Dport))
+		dst = appendString(dst, "scan", e.Scan.String())
+		if e.Flags != "" {
+			dst = appendString(dst, "flags", e.Flags)
+		}
+	case KindResult:
+		dst = appendString(dst, "target", e.Target.String())
+		dst = appendString(dst, "mode", e.Mode.String())
+		dst = appendString(dst, "action", e.Action)
+		dst = append(dst, `,"ok":`...)
+		dst = strconv.AppendBool(dst, e.OK)
+		dst = appendString(dst, "detail", truncate(e.Detail, maxDetail))
+	default:
+		dst = appendString(dst, "target", e.Target.String())
+		dst = appendString(dst, "mode", e.Mode.String())
+		if e.Kind != KindUnblock {
+			dst = appendString(dst, "proto", e.Mode.Proto().String())
+			dst = appendInt(dst, "port", int(e.Port))
+			if e.Scan != ScanNone {
+				dst = appendString(dst, "scan", e.Scan.String())
+			}
+			dst = appendInt(dst, "hits", e.Hits)
+			if !e.Until.IsZero() {
+				dst = append(dst, `,"until":"`...)
+				dst = appendTime(dst, e.Until)
+				dst = append(dst, '"')
+			}
+		}
+	}
+	return append(dst, "}\n"...)
+}
+
+// Encode returns e as one event line, newline included.
+func Encode(e *Event) []byte { return Append(make([]byte, 0, 256), e) }
+
+func appendTime(dst []byte, t time.Time) []byte {
+	return t.UTC().AppendFormat(dst, time.RFC3339Nano)
+}
+
+func appendInt(dst []byte, key string, n int) []byte {
+	dst = append(dst, `,"`...)
+	dst = append(dst, key...)
+	dst = append(dst, `":`...)
+	return strconv.AppendInt(dst, int64(n), 10)
+}
+
+func appendString(dst []byte, key, s string) []byte {
+	dst = append(dst, `,"`...)
+	dst = append(dst, key...)
+	dst = append(dst, `":`...)
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			b, _ := json.Marshal(s) // cannot fail for a string; escapes and repairs UTF-8
+			return append(dst, b...)
+		}
+	}
+	dst = append(dst, '"')
+	dst = append(dst, s...)
+	return append(dst, '"')
+}
+
+// truncate cuts s to at most n bytes without splitting a UTF-8 sequence.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "..."
+}

@@ -1,0 +1,159 @@
+package event
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDecodeValid(t *testing.T) {
+	tm := time.Date(2026, 11, 24, 14, 29, 45, 57153000, time.UTC)
+	tests := []struct {
+		name string
+		line string
+		want Event
+	}{
+		{"spec hit", `{"v":1,"kind":"hit","time":"2026-11-24T14:29:45.057153Z","sensor":"ps-sniff","mode":"atcp","proto":"tcp","src":"198.18.0.1","sport":41234,"dst":"198.18.0.2","dport":21,"scan":"syn","flags":"S"}`,
+			Event{Kind: KindHit, Time: tm, Sensor: "ps-sniff", Mode: ModeATCP, Proto: ProtoTCP, Src: netip.MustParseAddr("198.18.0.1"), Sport: 41234, Dst: netip.MustParseAddr("198.18.0.2"), Dport: 21, Scan: ScanSYN, Flags: "S"}},
+		{"spaces, unknown fields, nested unknown", ` { "extra" : {"a":[1,2]}, "v" : 1 , "kind":"hit","time":"2026-11-24T14:29:45.057153Z","mode":"udp","src":"2001:db8::1","sport":0,"dst":"2001:db8::2","dport":65535,"scan":"udp"} `,
+			Event{Kind: KindHit, Time: tm, Mode: ModeUDP, Proto: ProtoUDP, Src: netip.MustParseAddr("2001:db8::1"), Dst: netip.MustParseAddr("2001:db8::2"), Dport: 65535, Scan: ScanUDP}},
+		{"escaped sensor", `{"v":1,"kind":"hit","time":"2026-11-24T14:29:45.057153Z","sensor":"a\"b","mode":"tcp","src":"198.18.0.1","sport":1,"dst":"198.18.0.2","dport":2,"scan":"connect"}`,
+			Event{Kind: KindHit, Time: tm, Sensor: `a"b`, Mode: ModeTCP, Proto: ProtoTCP, Src: netip.MustParseAddr("198.18.0.1"), Sport: 1, Dst: netip.MustParseAddr("198.18.0.2"), Dport: 2, Scan: ScanConnect}},
+		{"mapped address taken as IPv4", `{"v":1,"kind":"unblock","time":"2026-11-24T14:29:45.057153Z","target":"::ffff:198.18.0.1","mode":"atcp"}`,
+			Event{Kind: KindUnblock, Time: tm, Target: netip.MustParseAddr("198.18.0.1"), Mode: ModeATCP, Proto: ProtoTCP}},
+		{"block with until", `{"v":1,"kind":"block","time":"2026-11-24T14:29:45.057153Z","target":"198.18.0.1","mode":"atcp","proto":"tcp","port":21,"scan":"syn","hits":1,"until":"2026-11-25T14:29:45Z"}`,
+			Event{Kind: KindBlock, Time: tm, Target: netip.MustParseAddr("198.18.0.1"), Mode: ModeATCP, Proto: ProtoTCP, Port: 21, Scan: ScanSYN, Hits: 1, Until: time.Date(2026, 11, 25, 14, 29, 45, 0, time.UTC)}},
+		{"time with offset becomes UTC", `{"v":1,"kind":"alert","time":"2026-11-24T15:29:45.057153+01:00","target":"198.18.0.1","mode":"sudp"}`,
+			Event{Kind: KindAlert, Time: tm, Target: netip.MustParseAddr("198.18.0.1"), Mode: ModeSUDP, Proto: ProtoUDP}},
+		{"result", `{"v":1,"kind":"result","time":"2026-11-24T14:29:45.057153Z","target":"198.18.0.1","mode":"atcp","action":"nft","ok":true,"detail":"added to set portsentry4"}`,
+			Event{Kind: KindResult, Time: tm, Target: netip.MustParseAddr("198.18.0.1"), Mode: ModeATCP, Proto: ProtoTCP, Action: "nft", OK: true, Detail: "added to set portsentry4"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Decode([]byte(tt.line + "\n"))
+			if err != nil {
+				t.Fatalf("Decode: %v", err)
+			}
+			if got != tt.want {
+				t.Fatalf("Decode:\n got %+v\nwant %+v", got, tt.want)
+			}
+			// What we write, we read back the same.
+			again, err := Decode(Encode(&got))
+			if err != nil {
+				t.Fatalf("Decode(Encode): %v", err)
+			}
+			if again != got {
+				t.Fatalf("round trip:\n got %+v\nwant %+v", again, got)
+			}
+		})
+	}
+}
+
+// TestDecodeInvalid reads testdata/invalid.txt: each case is a "# reason
+// substring" line followed by the line to decode.
+func TestDecodeInvalid(t *testing.T) {
+	f, err := os.Open("testdata/invalid.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	var want string
+	n := 0
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "# ") {
+			want = strings.TrimPrefix(line, "# ")
+			continue
+		}
+		n++
+		_, err := Decode([]byte(line))
+		if err == nil {
+			t.Errorf("Decode(%s) accepted, want error containing %q", line, want)
+			continue
+		}
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Decode(%s) = %v, want error containing %q", line, err, want)
+		}
+	}
+	if n < 20 {
+		t.Fatalf("only %d cases read", n)
+	}
+}
+
+func TestDecodeHostileBytes(t *testing.T) {
+	valid := `{"v":1,"kind":"hit","time":"2026-11-24T14:29:45Z","mode":"tcp","src":"198.18.0.1","sport":1,"dst":"198.18.0.2","dport":2,"scan":"connect"}`
+	tests := map[string]struct {
+		line []byte
+		want string
+	}{
+		"NUL":          {[]byte(strings.Replace(valid, "connect", "con\x00nect", 1)), "NUL"},
+		"invalid UTF8": {[]byte(strings.Replace(valid, "connect", "con\xffnect", 1)), "UTF-8"},
+		"1 MiB":        {bytes.Repeat([]byte("a"), 1<<20), "too long"},
+		"truncated":    {[]byte(valid[:len(valid)-10]), "not a JSON object"},
+	}
+	for name, tt := range tests {
+		if _, err := Decode(tt.line); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: Decode = %v, want error containing %q", name, err, tt.want)
+		}
+	}
+}
+
+func TestEncodeEscapesAndBounds(t *testing.T) {
+	e := Event{Kind: KindResult, Time: time.Unix(0, 0), Target: netip.MustParseAddr("2001:db8::1"), Mode: ModeTCP,
+		Action: "run", Detail: "quote\" newline\n bad\xff " + strings.Repeat("x", 5000)}
+	line := Encode(&e)
+	if len(line) > MaxLine {
+		t.Fatalf("line of %d bytes", len(line))
+	}
+	if bytes.Count(line, []byte("\n")) != 1 || line[len(line)-1] != '\n' {
+		t.Fatalf("line %q must hold exactly its final newline", line)
+	}
+	if !json.Valid(line) {
+		t.Fatalf("not JSON: %q", line)
+	}
+	got, err := Decode(line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(got.Detail, "quote\" newline\n bad\ufffd ") {
+		t.Fatalf("detail = %q", got.Detail[:30])
+	}
+}
+
+func TestHitDecodeAllocs(t *testing.T) {
+	line := []byte(`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45.057153Z","sensor":"ps-sniff","mode":"atcp","proto":"tcp","src":"198.18.0.1","sport":41234,"dst":"198.18.0.2","dport":21,"scan":"syn","flags":"S"}` + "\n")
+	var e Event
+	allocs := testing.AllocsPerRun(100, func() {
+		if err := DecodeInto(&e, line); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 0 {
+		t.Fatalf("%v allocations per hit, want 0", allocs)
+	}
+}
+
+func BenchmarkDecodeHit(b *testing.B) {
+	line := []byte(`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45.057153Z","sensor":"ps-sniff","mode":"atcp","proto":"tcp","src":"198.18.0.1","sport":41234,"dst":"198.18.0.2","dport":21,"scan":"syn","flags":"S"}` + "\n")
+	var e Event
+	b.SetBytes(int64(len(line)))
+	for b.Loop() {
+		if err := DecodeInto(&e, line); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkEncodeBlock(b *testing.B) {
+	e := Event{Kind: KindBlock, Time: time.Now(), Target: netip.MustParseAddr("198.18.0.1"), Mode: ModeATCP, Port: 21, Scan: ScanSYN, Hits: 1}
+	buf := make([]byte, 0, 512)
+	for b.Loop() {
+		buf = Append(buf[:0], &e)
+	}
+}

@@ -1,0 +1,64 @@
+package event
+
+import (
+	"bufio"
+	"bytes"
+	"os"
+	"testing"
+	"unicode/utf8"
+)
+
+// FuzzDecode checks that no input panics the decoder, that whatever it
+// accepts is valid and survives a round trip, and that the fast path and the
+// encoding/json path agree on every line.
+func FuzzDecode(f *testing.F) {
+	for _, name := range []string{"testdata/invalid.txt", "testdata/valid.txt"} {
+		file, err := os.Open(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		sc := bufio.NewScanner(file)
+		for sc.Scan() {
+			f.Add(sc.Bytes())
+		}
+		file.Close()
+	}
+	f.Fuzz(func(t *testing.T, line []byte) {
+		e, err := Decode(line)
+		var slow fields
+		slowErr := scanGeneric(line, &slow)
+		var fast fields
+		ok, fastErr := scanFlat(line, &fast)
+		// Decode refuses invalid UTF-8 and NUL before either path runs, and
+		// encoding/json would repair such strings, so compare only the rest.
+		if ok && fastErr == nil && utf8.Valid(line) && bytes.IndexByte(line, 0) < 0 {
+			// The fast path accepted: the general parser must accept the same
+			// line and produce the same event.
+			if slowErr != nil {
+				t.Fatalf("fast path accepted what encoding/json rejects: %q", line)
+			}
+			var a, b Event
+			errA, errB := fast.validate(&a), slow.validate(&b)
+			if (errA == nil) != (errB == nil) || errA == nil && a != b {
+				t.Fatalf("paths disagree on %q: %v %+v / %v %+v", line, errA, a, errB, b)
+			}
+		}
+		if err != nil {
+			return
+		}
+		if e.Kind == KindNone || e.Mode == ModeNone || e.Time.IsZero() {
+			t.Fatalf("accepted incomplete event %+v from %q", e, line)
+		}
+		a := e.Addr()
+		if !a.IsValid() || a.Zone() != "" || a.Is4In6() {
+			t.Fatalf("accepted bad address %v from %q", a, line)
+		}
+		again, err := Decode(Encode(&e))
+		if err != nil {
+			t.Fatalf("re-decoding %q: %v", Encode(&e), err)
+		}
+		if again != e {
+			t.Fatalf("round trip changed %+v into %+v", e, again)
+		}
+	})
+}
