@@ -104,7 +104,7 @@ type File struct {
 	hosts   map[netip.Addr]bool // hosts with a line, as of the last read or write
 	pending []pendingLine
 	queued  map[netip.Addr]bool
-	content []byte   // the file as last read or written
+	content []byte    // the file as last read or written
 	stamp   fileStamp // identifies that version, to skip a re-read
 }
 

@@ -1,0 +1,184 @@
+// Package command runs PortSentry 1.2's KILL_ROUTE, KILL_RUN_CMD and unroute
+// strings without a shell: the string is split into argv once, when the
+// configuration loads, and macros are substituted per argument with values
+// the macro package checked. An attacker's bytes never meet a shell, and a
+// command that hangs is killed with its whole process group.
+package command
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/portsentry/pipeline/ps-block/macro"
+)
+
+// Command is a template split into arguments.
+type Command struct {
+	key  string // the config key it came from, for messages
+	argv []string
+}
+
+// Parse splits s like a shell would split plain words: blanks separate,
+// '...' is literal, "..." is literal except for \" and \\, and a backslash
+// outside quotes escapes the next byte. Shell syntax that would need a shell
+// (pipes, lists, redirections, substitutions, variables other than the
+// three macros) is refused so a 1.2 config relying on it fails at load, not
+// silently at the first attack.
+func Parse(key, s string) (*Command, error) {
+	var (
+		argv  []string
+		cur   strings.Builder
+		inArg bool
+	)
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == ' ' || c == '\t':
+			if inArg {
+				argv, inArg = append(argv, cur.String()), false
+				cur.Reset()
+			}
+			continue
+		case c == '\'':
+			j := strings.IndexByte(s[i+1:], '\'')
+			if j < 0 {
+				return nil, fmt.Errorf("command: %s: unterminated ' in %q", key, s)
+			}
+			cur.WriteString(s[i+1 : i+1+j])
+			i += j + 1
+		case c == '"':
+			i++
+			for ; i < len(s) && s[i] != '"'; i++ {
+				if s[i] == '\\' && i+1 < len(s) && (s[i+1] == '"' || s[i+1] == '\\') {
+					i++
+				}
+				cur.WriteByte(s[i])
+			}
+			if i >= len(s) {
+				return nil, fmt.Errorf("command: %s: unterminated \" in %q", key, s)
+			}
+		case c == '\\':
+			if i+1 >= len(s) {
+				return nil, fmt.Errorf("command: %s: trailing backslash in %q", key, s)
+			}
+			i++
+			cur.WriteByte(s[i])
+		case strings.IndexByte("|&;<>`(){}*?[~\n\r", c) >= 0:
+			return nil, fmt.Errorf("command: %s: %q needs a shell (%q); ps-block runs commands without one: put it in a script", key, s, c)
+		case c == '$':
+			m := macroAt(s[i:])
+			if m == "" {
+				return nil, fmt.Errorf("command: %s: %q uses a shell variable; only %s %s %s are substituted", key, s, macro.Target, macro.Port, macro.Mode)
+			}
+			cur.WriteString(m)
+			i += len(m) - 1
+		default:
+			cur.WriteByte(c)
+		}
+		inArg = true
+	}
+	if inArg {
+		argv = append(argv, cur.String())
+	}
+	if len(argv) == 0 {
+		return nil, fmt.Errorf("command: %s is empty", key)
+	}
+	return &Command{key: key, argv: argv}, nil
+}
+
+// macroAt is the macro s starts with, or "".
+func macroAt(s string) string {
+	for _, m := range []string{macro.Target, macro.Port, macro.Mode} {
+		if strings.HasPrefix(s, m) {
+			return m
+		}
+	}
+	return ""
+}
+
+// Key is the config key the command came from.
+func (c *Command) Key() string { return c.key }
+
+// Argv is the argument vector for one decision.
+func (c *Command) Argv(v macro.Vars) []string {
+	out := make([]string, len(c.argv))
+	for i, a := range c.argv {
+		out[i] = v.ExpandPlain(a)
+	}
+	return out
+}
+
+// String is the template as parsed, for logs.
+func (c *Command) String() string { return strings.Join(c.argv, " ") }
+
+// Runner runs one argument vector; tests replace Exec with a fake.
+type Runner interface {
+	Run(ctx context.Context, argv []string) error
+}
+
+// Exec runs commands as child processes.
+type Exec struct {
+	Timeout time.Duration // per command; 0 means DefaultTimeout
+}
+
+// DefaultTimeout bounds a command that does not say how long it may take.
+const DefaultTimeout = 30 * time.Second
+
+// maxOutput is how much of a failing command's output goes into the error.
+const maxOutput = 512
+
+// env is the whole environment of a child: a privileged program passes on
+// none of its own.
+var env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}
+
+// Run starts argv in a process group of its own, waits at most the timeout,
+// then kills the whole group. A zero exit status is success; anything else
+// is an error carrying the status and the start of the output.
+func (e Exec) Run(ctx context.Context, argv []string) error {
+	if len(argv) == 0 {
+		return errors.New("command: empty argv")
+	}
+	timeout := e.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	path, err := exec.LookPath(argv[0])
+	if err != nil {
+		return fmt.Errorf("command: %s: not found or not executable: %w", argv[0], errors.Unwrap(err))
+	}
+	cmd := exec.CommandContext(ctx, path, argv[1:]...)
+	cmd.Args[0] = argv[0]
+	cmd.Env = env
+	cmd.Dir = "/"
+	var out bytes.Buffer
+	// The child's output must never reach ps-block's stdout, which carries
+	// event lines only.
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	// A grandchild that keeps the output pipe open must not hold us.
+	cmd.WaitDelay = time.Second
+	err = cmd.Run()
+	if ctx.Err() == context.DeadlineExceeded {
+		return fmt.Errorf("command: %s: killed after %v timeout", argv[0], timeout)
+	}
+	if err != nil {
+		msg := strings.TrimSpace(out.String())
+		if len(msg) > maxOutput {
+			msg = msg[:maxOutput] + "..."
+		}
+		if msg != "" {
+			return fmt.Errorf("command: %s: %w: %s", argv[0], err, msg)
+		}
+		return fmt.Errorf("command: %s: %w", argv[0], err)
+	}
+	return nil
+}

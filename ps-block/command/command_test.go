@@ -1,0 +1,129 @@
+package command
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portsentry/pipeline/ps-block/macro"
+)
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    []string
+		wantErr string
+	}{
+		{"/sbin/route add -host $TARGET$ reject", []string{"/sbin/route", "add", "-host", "$TARGET$", "reject"}, ""},
+		{"  /sbin/iptables  -I INPUT -s $TARGET$ -j DROP ", []string{"/sbin/iptables", "-I", "INPUT", "-s", "$TARGET$", "-j", "DROP"}, ""},
+		{`/usr/bin/logger 'port $PORT$; mode' "a \"b\" \\c" x\ y`, []string{"/usr/bin/logger", "port $PORT$; mode", `a "b" \c`, "x y"}, ""},
+		{`a ''`, []string{"a", ""}, ""},
+		{"", nil, "empty"},
+		{"   ", nil, "empty"},
+		{"/sbin/iptables -I INPUT -s $TARGET$ -j DROP && echo", nil, "needs a shell"},
+		{"echo $TARGET$ | mail root", nil, "needs a shell"},
+		{"echo $HOME", nil, "shell variable"},
+		{"echo `id`", nil, "needs a shell"},
+		{"echo $(id)", nil, "shell variable"},
+		{"echo 'open", nil, "unterminated '"},
+		{`echo "open`, nil, `unterminated "`},
+		{`echo \`, nil, "trailing backslash"},
+	}
+	for _, tc := range tests {
+		c, err := Parse("KILL_ROUTE", tc.in)
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("Parse(%q) err = %v, want %q", tc.in, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("Parse(%q): %v", tc.in, err)
+			continue
+		}
+		if !slices.Equal(c.argv, tc.want) {
+			t.Errorf("Parse(%q) = %q, want %q", tc.in, c.argv, tc.want)
+		}
+	}
+}
+
+func TestArgv(t *testing.T) {
+	c, err := Parse("KILL_RUN_CMD", "/bin/echo $TARGET$ port=$PORT$ $MODE$")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := macro.NewVars(netip.MustParseAddr("2001:db8::1"), 139, "sudp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"/bin/echo", "2001:db8::1", "port=139", "sudp"}
+	if got := c.Argv(v); !slices.Equal(got, want) {
+		t.Errorf("Argv = %q, want %q", got, want)
+	}
+}
+
+// The arguments reach the program exactly, one argv element each, with no
+// shell in between.
+func TestExecArgvExact(t *testing.T) {
+	script, err := filepath.Abs("testdata/argv.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "argv")
+	c, err := Parse("KILL_RUN_CMD", script+" "+out+" $TARGET$ $PORT$ $MODE$ 'a b'")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, _ := macro.NewVars(netip.MustParseAddr("198.18.0.1"), 21, "atcp")
+	if err := (Exec{Timeout: 5 * time.Second}).Run(context.Background(), c.Argv(v)); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(b), "198.18.0.1\n21\natcp\na b\n"; got != want {
+		t.Errorf("program saw %q, want %q", got, want)
+	}
+}
+
+func TestExecOutcomes(t *testing.T) {
+	tests := []struct {
+		name    string
+		argv    []string
+		wantErr string
+	}{
+		{"success", []string{"true"}, ""},
+		{"exit status", []string{"sh", "-c", "echo nope >&2; exit 3"}, "exit status 3: nope"},
+		{"missing", []string{"/nonexistent/ps-block-route"}, "not found or not executable"},
+		{"missing in PATH", []string{"ps-block-no-such-command"}, "not found or not executable"},
+		{"hangs", []string{"sleep", "30"}, "killed after 200ms timeout"},
+		// A grandchild in the same group is killed too, and its open pipe
+		// does not keep Run waiting.
+		{"hangs with child", []string{"sh", "-c", "sleep 30 & sleep 30"}, "killed after 200ms timeout"},
+		{"empty", nil, "empty argv"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			err := Exec{Timeout: 200 * time.Millisecond}.Run(context.Background(), tc.argv)
+			if took := time.Since(start); took > 3*time.Second {
+				t.Errorf("took %v", took)
+			}
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Errorf("err %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("err %v, want %q", err, tc.wantErr)
+			}
+		})
+	}
+}
