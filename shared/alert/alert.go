@@ -1,0 +1,117 @@
+// Package alert writes the human-readable log of every stage, with
+// PortSentry 1.2's tags (adminalert:, securityalert:, attackalert:), to
+// stderr or to syslog. Lines an attacker can cause are rate limited and
+// summarised, so a flood cannot turn into a flood of log lines.
+package alert
+
+import (
+	"fmt"
+	"io"
+	"log/syslog"
+	"os"
+	"sync"
+	"time"
+)
+
+// Logger is safe for concurrent use.
+type Logger struct {
+	prog string
+	mu   sync.Mutex
+	w    io.Writer      // stderr, when sys is nil
+	sys  *syslog.Writer // with --syslog
+	now  func() time.Time
+
+	// limited lines: at most perSecond in a window of one second
+	perSecond  int
+	window     time.Time
+	shown      int
+	suppressed int
+	summary    *time.Timer
+}
+
+// DefaultPerSecond is how many rate-limited lines a second a Logger shows.
+const DefaultPerSecond = 20
+
+// New returns a Logger for the program prog, writing to stderr or, with
+// useSyslog, to the local syslog (facility daemon).
+func New(prog string, useSyslog bool) (*Logger, error) {
+	l := &Logger{prog: prog, w: os.Stderr, now: time.Now, perSecond: DefaultPerSecond}
+	if useSyslog {
+		s, err := syslog.New(syslog.LOG_DAEMON|syslog.LOG_NOTICE, prog)
+		if err != nil {
+			return nil, fmt.Errorf("syslog: %w", err)
+		}
+		l.sys = s
+	}
+	return l, nil
+}
+
+// NewWriter returns a Logger writing to w, for tests and tools.
+func NewWriter(prog string, w io.Writer) *Logger {
+	return &Logger{prog: prog, w: w, now: time.Now, perSecond: DefaultPerSecond}
+}
+
+// Admin logs the program's own state.
+func (l *Logger) Admin(format string, args ...any) { l.emit("adminalert: ", format, args) }
+
+// Security logs a security-relevant event that is not an attack.
+func (l *Logger) Security(format string, args ...any) { l.emit("securityalert: ", format, args) }
+
+// Attack logs an attack seen or acted upon.
+func (l *Logger) Attack(format string, args ...any) { l.emit("attackalert: ", format, args) }
+
+// AttackLimited is Attack for lines that arrive at the rate of the traffic:
+// past the limit in one second they are counted, and one summary line
+// follows at the end of that second.
+func (l *Logger) AttackLimited(format string, args ...any) {
+	l.mu.Lock()
+	now := l.now()
+	if now.Sub(l.window) >= time.Second {
+		l.window, l.shown = now, 0
+	}
+	if l.shown >= l.perSecond {
+		l.suppressed++
+		if l.summary == nil {
+			l.summary = time.AfterFunc(time.Second, l.flushSuppressed)
+		}
+		l.mu.Unlock()
+		return
+	}
+	l.shown++
+	l.mu.Unlock()
+	l.emit("attackalert: ", format, args)
+}
+
+func (l *Logger) flushSuppressed() {
+	l.mu.Lock()
+	n := l.suppressed
+	l.suppressed, l.summary = 0, nil
+	l.mu.Unlock()
+	if n > 0 {
+		l.emit("attackalert: ", "%d more alerts in the last second not shown (rate limit)", []any{n})
+	}
+}
+
+// Close writes any pending summary and closes syslog.
+func (l *Logger) Close() {
+	l.mu.Lock()
+	t := l.summary
+	l.mu.Unlock()
+	if t != nil && t.Stop() {
+		l.flushSuppressed()
+	}
+	if l.sys != nil {
+		l.sys.Close()
+	}
+}
+
+func (l *Logger) emit(tag, format string, args []any) {
+	msg := tag + fmt.Sprintf(format, args...)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.sys != nil {
+		l.sys.Notice(msg)
+		return
+	}
+	fmt.Fprintf(l.w, "%s %s[%d]: %s\n", l.now().UTC().Format(time.RFC3339), l.prog, os.Getpid(), msg)
+}

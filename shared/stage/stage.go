@@ -1,0 +1,73 @@
+// Package stage holds what every program of the pipeline does the same way:
+// the common flags (-c/--config, --syslog, --listen, --connect), loading the
+// configuration with its warnings logged, and the logger.
+package stage
+
+import (
+	"fmt"
+
+	"github.com/portsentry/pipeline/shared/alert"
+	"github.com/portsentry/pipeline/shared/config"
+	"github.com/portsentry/pipeline/shared/transport"
+	"github.com/urfave/cli/v2"
+)
+
+// Flag names shared by the programs.
+const (
+	FlagConfig  = "config"
+	FlagSyslog  = "syslog"
+	FlagListen  = "listen"
+	FlagConnect = "connect"
+)
+
+// ConfigFlags are -c/--config and --syslog, which all four programs take.
+func ConfigFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: FlagConfig, Aliases: []string{"c"}, Usage: "configuration `FILE` (default " + config.DefaultPath + ", or built-in defaults when it does not exist)"},
+		&cli.BoolFlag{Name: FlagSyslog, Usage: "log to syslog instead of standard error"},
+	}
+}
+
+// ListenFlag is --listen, for the stages that read event lines.
+func ListenFlag() cli.Flag {
+	return &cli.StringFlag{Name: FlagListen, Usage: "read event lines from writers connecting to the Unix socket `PATH` instead of standard input"}
+}
+
+// ConnectFlag is --connect, for the stages that write event lines.
+func ConnectFlag() cli.Flag {
+	return &cli.StringFlag{Name: FlagConnect, Usage: "write event lines to the Unix socket `PATH` instead of standard output"}
+}
+
+// Setup opens the logger and loads the configuration named by the flags,
+// logging its warnings. The caller closes the logger.
+func Setup(c *cli.Context, prog string) (*config.Config, *alert.Logger, error) {
+	log, err := alert.New(prog, c.Bool(FlagSyslog))
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg, err := config.Load(c.String(FlagConfig), func(w string) { log.Admin("%s", w) })
+	if err != nil {
+		log.Close()
+		return nil, nil, err
+	}
+	if cfg.Source == "" {
+		log.Admin("no %s: using built-in defaults", config.DefaultPath)
+	} else {
+		log.Admin("configuration read from %s", cfg.Source)
+	}
+	return cfg, log, nil
+}
+
+// Output returns the Sink the flags name: --connect's socket or stdout.
+func Output(c *cli.Context, log *alert.Logger) *transport.Sink {
+	if p := c.String(FlagConnect); p != "" {
+		return transport.Connect(p, func(format string, args ...any) { log.Admin(format, args...) })
+	}
+	return transport.Stdout()
+}
+
+// Fatal is the error a program's Action returns to stop with a message and
+// exit status 1.
+func Fatal(format string, args ...any) error {
+	return cli.Exit(fmt.Sprintf(format, args...), 1)
+}

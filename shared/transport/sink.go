@@ -1,0 +1,169 @@
+package transport
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// ErrDownstreamClosed is returned by a stdout Sink when the reader of the
+// pipe has gone: the next stage died or was stopped.
+var ErrDownstreamClosed = errors.New("standard output closed: the next stage has exited")
+
+// maxPending bounds what a --connect Sink holds while its peer is away.
+const maxPending = 4 << 20
+
+// Sink writes event lines downstream. Write buffers; Flush sends what is
+// buffered. Stages call Flush whenever their input is idle, so a line
+// leaves the moment nothing else is waiting behind it.
+type Sink struct {
+	mu      sync.Mutex
+	w       *bufio.Writer
+	path    string // --connect socket, "" for stdout
+	conn    net.Conn
+	pending []byte // --connect: lines not yet sent
+	dropped int
+	logf    func(format string, args ...any)
+	backoff time.Time
+	stop    chan struct{} // ends the retry loop of a --connect Sink
+}
+
+// Stdout returns a Sink on standard output. A write to a pipe whose reader
+// has exited then fails with ErrDownstreamClosed instead of killing the
+// process with SIGPIPE.
+func Stdout() *Sink {
+	signal.Ignore(syscall.SIGPIPE)
+	return &Sink{w: bufio.NewWriterSize(os.Stdout, 64*1024)}
+}
+
+// NewWriter returns a Sink on any writer, for tests and tools.
+func NewWriter(w io.Writer) *Sink { return &Sink{w: bufio.NewWriterSize(w, 64*1024)} }
+
+// Connect returns a Sink on the Unix stream socket at path. It connects on
+// the first flush and reconnects after failures, keeping up to 4 MiB of
+// lines meanwhile; what overflows is dropped, counted and reported.
+func Connect(path string, logf func(format string, args ...any)) *Sink {
+	signal.Ignore(syscall.SIGPIPE)
+	s := &Sink{path: path, logf: logf, stop: make(chan struct{})}
+	// Lines held while the peer was away must not wait for the next input.
+	go func() {
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-s.stop:
+				return
+			case <-t.C:
+				if s.Pending() {
+					s.Flush()
+				}
+			}
+		}
+	}()
+	return s
+}
+
+// Write adds one line (newline included) to the buffer.
+func (s *Sink) Write(line []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.path == "" {
+		_, err := s.w.Write(line)
+		return s.wrap(err)
+	}
+	if len(s.pending)+len(line) > maxPending {
+		s.dropped++
+		return nil
+	}
+	s.pending = append(s.pending, line...)
+	return nil
+}
+
+// Flush sends what is buffered. For a --connect Sink a failure to reach
+// the peer is not an error: the lines wait for the next Flush.
+func (s *Sink) Flush() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.path == "" {
+		return s.wrap(s.w.Flush())
+	}
+	return s.flushConn()
+}
+
+func (s *Sink) wrap(err error) error {
+	if errors.Is(err, syscall.EPIPE) {
+		return ErrDownstreamClosed
+	}
+	if err != nil {
+		return fmt.Errorf("writing output: %w", err)
+	}
+	return nil
+}
+
+func (s *Sink) flushConn() error {
+	if s.dropped > 0 {
+		s.logf("%s unreachable: %d lines dropped, more than %d bytes were waiting", s.path, s.dropped, maxPending)
+		s.dropped = 0
+	}
+	if len(s.pending) == 0 {
+		return nil
+	}
+	if s.conn == nil {
+		if time.Now().Before(s.backoff) {
+			return nil
+		}
+		c, err := net.Dial("unix", s.path)
+		if err != nil {
+			s.logf("connect %s: %v (retrying; %d bytes waiting)", s.path, err, len(s.pending))
+			s.backoff = time.Now().Add(500 * time.Millisecond)
+			return nil
+		}
+		s.conn = c
+		s.logf("connected to %s", s.path)
+	}
+	n, err := s.conn.Write(s.pending)
+	// Only whole lines count as sent; a line cut by a failure is sent again
+	// whole, so the reader sees at worst a duplicate after a reconnect.
+	sent := n
+	if err != nil {
+		for sent > 0 && s.pending[sent-1] != '\n' {
+			sent--
+		}
+	}
+	s.pending = s.pending[:copy(s.pending, s.pending[sent:])]
+	if err != nil {
+		s.logf("write %s: %v (reconnecting)", s.path, err)
+		s.conn.Close()
+		s.conn = nil
+	}
+	return nil
+}
+
+// Pending reports whether lines wait for an unreachable peer.
+func (s *Sink) Pending() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.pending) > 0
+}
+
+// Close flushes and closes.
+func (s *Sink) Close() error {
+	err := s.Flush()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conn != nil {
+		s.conn.Close()
+	}
+	if s.stop != nil {
+		close(s.stop)
+		s.stop = nil
+	}
+	return err
+}

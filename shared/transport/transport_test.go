@@ -1,0 +1,169 @@
+package transport
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+type record struct {
+	mu    sync.Mutex
+	lines []string
+	idles int
+}
+
+func (r *record) Line(origin string, n int, data []byte, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err != nil {
+		r.lines = append(r.lines, fmt.Sprintf("%s:%d error %v", origin, n, err))
+		return
+	}
+	r.lines = append(r.lines, fmt.Sprintf("%s:%d %s", origin, n, data))
+}
+
+func (r *record) Idle() {
+	r.mu.Lock()
+	r.idles++
+	r.mu.Unlock()
+}
+
+func (r *record) snapshot() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.lines)
+}
+
+func TestReadFraming(t *testing.T) {
+	input := "a\n" + strings.Repeat("x", 5000) + "\nb\n" + strings.Repeat("y", 200000) + "\nc\x00\nlast"
+	var r record
+	if err := Read(strings.NewReader(input), "stdin", &r); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"stdin:1 a",
+		"stdin:2 error " + ErrTooLong.Error(),
+		"stdin:3 b",
+		"stdin:4 error " + ErrTooLong.Error(),
+		"stdin:5 c\x00",
+		"stdin:6 error " + ErrTruncated.Error(),
+	}
+	if got := r.snapshot(); !slices.Equal(got, want) {
+		t.Fatalf("got\n%q\nwant\n%q", got, want)
+	}
+	if r.idles == 0 {
+		t.Fatal("Idle never called")
+	}
+}
+
+func TestListenSeveralWriters(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "judge.sock")
+	var r record
+	l, err := Listen(path, &r, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm() != 0o660 {
+		t.Fatalf("socket mode %v, %v", fi.Mode(), err)
+	}
+	if _, err := Listen(path, &r, t.Logf); err == nil {
+		t.Fatal("a second listener on a live socket must fail")
+	}
+	var wg sync.WaitGroup
+	for w := 0; w < 3; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := Connect(path, t.Logf)
+			for i := 0; i < 100; i++ {
+				s.Write([]byte(fmt.Sprintf("w%d-%d\n", w, i)))
+			}
+			if err := s.Close(); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(r.snapshot()) < 300 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	got := r.snapshot()
+	if len(got) != 300 {
+		t.Fatalf("got %d lines, want 300", len(got))
+	}
+	for _, line := range got {
+		if strings.Contains(line, "error") {
+			t.Fatalf("framing error: %s", line)
+		}
+	}
+}
+
+func TestListenReplacesStaleSocket(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close() // leaves a dead socket file, as a killed process would
+	l, err := Listen(path, &record{}, t.Logf)
+	if err != nil {
+		t.Fatalf("stale socket not replaced: %v", err)
+	}
+	l.Close()
+	regular := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(regular, nil, 0o600)
+	if _, err := Listen(regular, &record{}, t.Logf); err == nil || !strings.Contains(err.Error(), "not a socket") {
+		t.Fatalf("listening over a regular file: %v", err)
+	}
+}
+
+func TestConnectWaitsForPeer(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "late.sock")
+	s := Connect(path, t.Logf)
+	defer s.Close()
+	s.Write([]byte("early\n"))
+	s.Flush() // nobody listens yet: kept
+	if !s.Pending() {
+		t.Fatal("line not kept while the peer is away")
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ln.(*net.UnixListener).SetDeadline(time.Now().Add(5 * time.Second))
+	c, err := ln.Accept() // the retry loop connects by itself
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || line != "early\n" {
+		t.Fatalf("got %q, %v", line, err)
+	}
+}
+
+func TestStdoutClosedPipe(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	s := NewWriter(w)
+	s.Write([]byte("x\n"))
+	if err := s.Flush(); !errors.Is(err, ErrDownstreamClosed) {
+		t.Fatalf("Flush on a closed pipe = %v, want ErrDownstreamClosed", err)
+	}
+}
