@@ -64,7 +64,16 @@ func (l *Logger) Attack(format string, args ...any) { l.emit("attackalert: ", fo
 // past the limit in one second they are counted, and one summary line
 // follows at the end of that second.
 func (l *Logger) AttackLimited(format string, args ...any) {
+	if l.Allow() {
+		l.emit("attackalert: ", format, args)
+	}
+}
+
+// Allow takes one place of the rate limit, or counts one line held back
+// and returns false. Hot paths call it before building a line's arguments.
+func (l *Logger) Allow() bool {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	now := l.now()
 	if now.Sub(l.window) >= time.Second {
 		l.window, l.shown = now, 0
@@ -74,12 +83,10 @@ func (l *Logger) AttackLimited(format string, args ...any) {
 		if l.summary == nil {
 			l.summary = time.AfterFunc(time.Second, l.flushSuppressed)
 		}
-		l.mu.Unlock()
-		return
+		return false
 	}
 	l.shown++
-	l.mu.Unlock()
-	l.emit("attackalert: ", format, args)
+	return true
 }
 
 func (l *Logger) flushSuppressed() {

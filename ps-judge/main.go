@@ -1,0 +1,216 @@
+// Command ps-judge reads hit lines from the sensors, applies the guard (the
+// ignore file, this host's own addresses and what it depends on) and
+// SCAN_TRIGGER, and writes one decision line (alert, block or run) per host
+// and mode while the decision lasts. It needs no privilege.
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/portsentry/pipeline/shared/alert"
+	"github.com/portsentry/pipeline/shared/event"
+	"github.com/portsentry/pipeline/shared/guard"
+	"github.com/portsentry/pipeline/shared/judge"
+	"github.com/portsentry/pipeline/shared/stage"
+	"github.com/portsentry/pipeline/shared/transport"
+	"github.com/urfave/cli/v2"
+)
+
+func main() {
+	app := &cli.App{
+		Name:      "ps-judge",
+		Usage:     "decide which hosts tripped PortSentry's sensors",
+		UsageText: "ps-sniff -atcp | ps-judge | ps-block\n   ps-judge < captured-hits.jsonl\n   ps-judge --listen /run/portsentry/judge.sock --connect /run/portsentry/block.sock",
+		Flags:     append(stage.ConfigFlags(), stage.ListenFlag(), stage.ConnectFlag()),
+		Action:    run,
+	}
+	if err := app.Run(os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "ps-judge:", err)
+		os.Exit(1)
+	}
+}
+
+func run(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return stage.Fatal("unexpected argument %q (ps-judge reads event lines from standard input or --listen)", c.Args().First())
+	}
+	cfg, log, err := stage.Setup(c, "ps-judge")
+	if err != nil {
+		return stage.Fatal("%v", err)
+	}
+	defer log.Close()
+	log.Admin("portsentry judge is starting.")
+
+	keeper := guard.NewKeeper(cfg.IgnoreFile, cfg.ProtectAddresses, func(f string, a ...any) { log.Admin(f, a...) })
+	stop := make(chan struct{})
+	defer close(stop)
+	go keeper.Watch(stop)
+
+	out := stage.Output(c, log)
+	j := &judgeStage{
+		log:     log,
+		guard:   keeper,
+		out:     out,
+		trigger: cfg.ScanTrigger,
+		model: judge.NewTrigger(judge.Settings{
+			ScanTrigger:   cfg.ScanTrigger,
+			BlockTCP:      cfg.BlockTCP,
+			BlockUDP:      cfg.BlockUDP,
+			BlockDuration: cfg.BlockDuration,
+			IdleTimeout:   cfg.StateIdleTimeout,
+			MaxHosts:      cfg.StateMaxHosts,
+		}),
+		failed: make(chan error, 1),
+	}
+	defer func() {
+		out.Close()
+		j.summary()
+	}()
+
+	if path := c.String(stage.FlagListen); path != "" {
+		ln, err := transport.Listen(path, j, func(f string, a ...any) { log.Admin(f, a...) })
+		if err != nil {
+			return stage.Fatal("%v", err)
+		}
+		defer ln.Close()
+		log.Admin("reading hit lines from %s", path)
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+		select {
+		case s := <-sig:
+			log.Admin("stopping on %v", s)
+			return nil
+		case err := <-j.failed:
+			return stage.Fatal("%v", err)
+		}
+	}
+	readErr := transport.Read(os.Stdin, "stdin", j)
+	select {
+	case err := <-j.failed:
+		return stage.Fatal("%v", err)
+	default:
+	}
+	if readErr != nil {
+		return stage.Fatal("%v", readErr)
+	}
+	return nil
+}
+
+// judgeStage is the transport.Handler that turns lines into decisions.
+type judgeStage struct {
+	log     *alert.Logger
+	guard   *guard.Keeper
+	model   judge.Model
+	trigger int // SCAN_TRIGGER, for the log
+	out     *transport.Sink
+
+	ev      event.Event
+	verdict judge.Verdict
+	buf     []byte
+	failed  chan error // the first output failure; input stops mattering then
+	dead    bool
+
+	lines, hits, bad, refused, decisions uint64
+}
+
+// expireEvery is how many hits pass between sweeps of idle hosts.
+const expireEvery = 4096
+
+func (j *judgeStage) Line(origin string, n int, data []byte, err error) {
+	if j.dead {
+		return
+	}
+	j.lines++
+	if err == nil {
+		err = event.DecodeInto(&j.ev, data)
+	}
+	if err != nil {
+		j.reject(origin, n, err)
+		return
+	}
+	ev := &j.ev
+	switch ev.Kind {
+	case event.KindHit:
+	case event.KindUnblock:
+		// An administrator lifts a block: judge the host afresh and pass
+		// the line on to ps-block.
+		j.model.Forget(ev.Target, ev.Mode)
+		j.log.Admin("unblock of %s in mode %s passed on", ev.Target, ev.Mode)
+		j.write(ev)
+		return
+	default:
+		j.reject(origin, n, fmt.Errorf("ps-judge reads hit lines, not %s", ev.Kind))
+		return
+	}
+	j.hits++
+	if why := j.guard.Current().Refuse(ev.Src); why != "" {
+		j.refused++
+		if j.log.Allow() {
+			j.log.Attack("%s from host: %s/%s to %s port: %d ignored: %s", ev.Scan.Describe(), ev.Src, ev.Src, ev.Proto.Upper(), ev.Dport, why)
+		}
+		return
+	}
+	j.model.Observe(ev, &j.verdict)
+	v := &j.verdict
+	switch v.Outcome {
+	case judge.Counted:
+		if j.log.Allow() {
+			j.log.Attack("%s from host: %s/%s to %s port: %d (%d of %d grace hits)", ev.Scan.Describe(), ev.Src, ev.Src, ev.Proto.Upper(), ev.Dport, v.Hits, j.trigger)
+		}
+	case judge.Tripped:
+		j.decisions++
+		if j.log.Allow() {
+			j.log.Attack("%s from host: %s/%s to %s port: %d", ev.Scan.Describe(), ev.Src, ev.Src, ev.Proto.Upper(), ev.Dport)
+		}
+		if j.log.Allow() {
+			j.log.Attack("Host: %s/%s tripped mode %s after %d ports: %s", ev.Src, ev.Src, ev.Mode, v.Hits, v.Decision.Kind)
+		}
+		j.write(&v.Decision)
+	}
+	if j.hits%expireEvery == 0 {
+		j.model.Expire(ev.Time)
+	}
+}
+
+func (j *judgeStage) reject(origin string, n int, err error) {
+	j.bad++
+	if j.log.Allow() {
+		j.log.Admin("%s line %d: %v (skipped)", origin, n, err)
+	}
+}
+
+func (j *judgeStage) write(e *event.Event) {
+	j.buf = event.Append(j.buf[:0], e)
+	if err := j.out.Write(j.buf); err != nil {
+		j.fail(err)
+	}
+}
+
+func (j *judgeStage) Idle() {
+	if j.dead {
+		return
+	}
+	if err := j.out.Flush(); err != nil {
+		j.fail(err)
+	}
+}
+
+// fail records the first output error. With stdin the reading loop ends at
+// EOF; a dead downstream must end it sooner, so stdin is closed too.
+func (j *judgeStage) fail(err error) {
+	j.dead = true
+	select {
+	case j.failed <- err:
+	default:
+	}
+	os.Stdin.Close()
+}
+
+func (j *judgeStage) summary() {
+	hosts, evicted := j.model.Stats()
+	j.log.Admin("%d lines read: %d hits, %d bad lines skipped, %d hits from protected hosts, %d decisions; %d hosts remembered, %d forgotten for room",
+		j.lines, j.hits, j.bad, j.refused, j.decisions, hosts, evicted)
+}

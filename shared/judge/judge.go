@@ -1,0 +1,248 @@
+// Package judge is the pure core of ps-judge: hits in, decisions out. It
+// reads no clock and makes no system call; time is the time of the events
+// themselves, so replaying a captured log gives the same decisions every
+// time. Model is the seam for judging models; Trigger is PortSentry 1.2's
+// SCAN_TRIGGER.
+package judge
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/portsentry/pipeline/shared/event"
+)
+
+// Model judges hits. Observe is given hits from hosts the guard allows and
+// fills in a Verdict; it must not keep h.
+type Model interface {
+	Observe(h *event.Event, v *Verdict)
+	// Forget drops what is known of a host in a mode (after an unblock).
+	Forget(a netip.Addr, m event.Mode)
+	// Expire gives back the memory of hosts idle at now.
+	Expire(now time.Time)
+	// Stats reports the hosts remembered and those forgotten for room.
+	Stats() (hosts int, evicted uint64)
+}
+
+// Outcome is what one hit did to its host's state.
+type Outcome uint8
+
+const (
+	// Counted: a new port for this host, below the trigger.
+	Counted Outcome = iota + 1
+	// Repeat: a port this host already touched (a retransmission); not counted.
+	Repeat
+	// Tripped: this hit made a decision; Verdict.Decision holds it.
+	Tripped
+	// Decided: the host is already decided in this mode and the decision
+	// still lasts; nothing new is said.
+	Decided
+)
+
+// Verdict is the result of one hit.
+type Verdict struct {
+	Outcome  Outcome
+	Hits     int         // distinct ports counted for the host so far
+	Decision event.Event // valid when Outcome is Tripped
+}
+
+// Settings are the keys of the configuration that shape decisions.
+type Settings struct {
+	ScanTrigger   int           // grace hits on distinct ports before reacting
+	BlockTCP      int           // 0 alert, 1 block, 2 run
+	BlockUDP      int           // 0 alert, 1 block, 2 run
+	BlockDuration time.Duration // 0: never ends
+	IdleTimeout   time.Duration // a host's count is forgotten after this long idle
+	MaxHosts      int           // hosts remembered at most
+}
+
+type key struct {
+	addr netip.Addr
+	mode event.Mode
+}
+
+// host is one remembered (address, mode). Hosts live in one slice linked in
+// least-recently-seen order, so memory is one allocation for MaxHosts.
+type host struct {
+	key        key
+	lastSeen   int64 // unix nanoseconds of the latest hit
+	decided    bool
+	until      int64    // unix nanoseconds; 0: the decision never ends
+	ports      []uint16 // distinct ports counted, at most ScanTrigger+1
+	prev, next int32    // LRU links; -1 ends the list
+}
+
+// Trigger is PortSentry 1.2's SCAN_TRIGGER model.
+type Trigger struct {
+	s          Settings
+	index      map[key]int32
+	hosts      []host
+	head, tail int32 // most and least recently seen
+	free       int32 // first unused slot, -1 when all are used
+	evicted    uint64
+}
+
+// NewTrigger returns a Trigger with room for s.MaxHosts hosts.
+func NewTrigger(s Settings) *Trigger {
+	if s.MaxHosts < 1 {
+		s.MaxHosts = 1
+	}
+	t := &Trigger{s: s, index: make(map[key]int32, min(s.MaxHosts, 1<<16)), head: -1, tail: -1}
+	t.hosts = make([]host, 0, min(s.MaxHosts, 1<<16))
+	t.free = -1
+	return t
+}
+
+// Stats implements Model.
+func (t *Trigger) Stats() (hosts int, evicted uint64) { return len(t.index), t.evicted }
+
+// Observe implements Model.
+func (t *Trigger) Observe(h *event.Event, v *Verdict) {
+	now := h.Time.UnixNano()
+	k := key{h.Src, h.Mode}
+	i, ok := t.index[k]
+	if !ok {
+		i = t.insert(k)
+	} else {
+		t.unlink(i)
+		t.pushFront(i)
+	}
+	e := &t.hosts[i]
+	// Forget what has lapsed: an ended decision, or a count idle too long.
+	if e.decided && e.until != 0 && now >= e.until {
+		e.decided, e.ports = false, e.ports[:0]
+	}
+	if !e.decided && e.lastSeen != 0 && now-e.lastSeen > int64(t.s.IdleTimeout) {
+		e.ports = e.ports[:0]
+	}
+	if now > e.lastSeen {
+		e.lastSeen = now
+	}
+	if e.decided {
+		*v = Verdict{Outcome: Decided, Hits: len(e.ports)}
+		return
+	}
+	for _, p := range e.ports {
+		if p == h.Dport {
+			*v = Verdict{Outcome: Repeat, Hits: len(e.ports)}
+			return
+		}
+	}
+	e.ports = append(e.ports, h.Dport)
+	if len(e.ports) <= t.s.ScanTrigger {
+		*v = Verdict{Outcome: Counted, Hits: len(e.ports)}
+		return
+	}
+	e.decided = true
+	e.until = 0
+	var until time.Time
+	if t.s.BlockDuration > 0 {
+		until = h.Time.Add(t.s.BlockDuration)
+		e.until = until.UnixNano()
+	}
+	*v = Verdict{Outcome: Tripped, Hits: len(e.ports), Decision: event.Event{
+		Kind:   t.kind(h.Mode.Proto()),
+		Time:   h.Time,
+		Target: h.Src,
+		Mode:   h.Mode,
+		Proto:  h.Mode.Proto(),
+		Port:   h.Dport,
+		Scan:   h.Scan,
+		Hits:   len(e.ports),
+		Until:  until,
+	}}
+}
+
+func (t *Trigger) kind(p event.Proto) event.Kind {
+	level := t.s.BlockTCP
+	if p == event.ProtoUDP {
+		level = t.s.BlockUDP
+	}
+	switch level {
+	case 0:
+		return event.KindAlert
+	case 2:
+		return event.KindRun
+	}
+	return event.KindBlock
+}
+
+// Forget implements Model.
+func (t *Trigger) Forget(a netip.Addr, m event.Mode) {
+	k := key{a, m}
+	if i, ok := t.index[k]; ok {
+		t.remove(i)
+	}
+}
+
+// insert makes room for k, reusing a free slot, growing the slice, or
+// forgetting the least recently seen host when the table is full.
+func (t *Trigger) insert(k key) int32 {
+	var i int32
+	switch {
+	case t.free >= 0:
+		i = t.free
+		t.free = t.hosts[i].next
+	case len(t.hosts) < t.s.MaxHosts:
+		t.hosts = append(t.hosts, host{})
+		i = int32(len(t.hosts) - 1)
+	default:
+		i = t.tail
+		t.evicted++
+		t.unlink(i)
+		delete(t.index, t.hosts[i].key)
+	}
+	ports := t.hosts[i].ports[:0]
+	t.hosts[i] = host{key: k, ports: ports}
+	t.index[k] = i
+	t.pushFront(i)
+	return i
+}
+
+func (t *Trigger) remove(i int32) {
+	t.unlink(i)
+	delete(t.index, t.hosts[i].key)
+	t.hosts[i] = host{ports: t.hosts[i].ports[:0], next: t.free}
+	t.free = i
+}
+
+func (t *Trigger) unlink(i int32) {
+	e := &t.hosts[i]
+	if e.prev >= 0 {
+		t.hosts[e.prev].next = e.next
+	} else {
+		t.head = e.next
+	}
+	if e.next >= 0 {
+		t.hosts[e.next].prev = e.prev
+	} else {
+		t.tail = e.prev
+	}
+}
+
+func (t *Trigger) pushFront(i int32) {
+	e := &t.hosts[i]
+	e.prev, e.next = -1, t.head
+	if t.head >= 0 {
+		t.hosts[t.head].prev = i
+	}
+	t.head = i
+	if t.tail < 0 {
+		t.tail = i
+	}
+}
+
+// Expire implements Model: it forgets hosts idle longer than the idle
+// timeout whose decisions, if any, have ended, oldest first, stopping at the
+// first that must stay. It only gives memory back; Observe already treats
+// lapsed state as gone.
+func (t *Trigger) Expire(now time.Time) {
+	n := now.UnixNano()
+	for t.tail >= 0 {
+		e := &t.hosts[t.tail]
+		if n-e.lastSeen <= int64(t.s.IdleTimeout) || e.decided && (e.until == 0 || n < e.until) {
+			return
+		}
+		t.remove(t.tail)
+	}
+}

@@ -1,0 +1,207 @@
+package judge
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/portsentry/pipeline/shared/event"
+)
+
+var t0 = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+
+func hit(src string, mode event.Mode, port uint16, at time.Duration) *event.Event {
+	return &event.Event{Kind: event.KindHit, Time: t0.Add(at), Src: netip.MustParseAddr(src), Mode: mode,
+		Proto: mode.Proto(), Dport: port, Scan: event.ScanSYN}
+}
+
+type step struct {
+	h    *event.Event
+	want Outcome
+	kind event.Kind // for Tripped
+}
+
+func TestTrigger(t *testing.T) {
+	base := Settings{BlockTCP: 1, BlockUDP: 1, IdleTimeout: time.Hour, MaxHosts: 100}
+	with := func(f func(*Settings)) Settings { s := base; f(&s); return s }
+	a, b := "198.18.0.1", "2001:db8::1"
+	tests := []struct {
+		name  string
+		s     Settings
+		steps []step
+	}{
+		{"trigger 0 reacts at once, once", base, []step{
+			{hit(a, event.ModeATCP, 21, 0), Tripped, event.KindBlock},
+			{hit(a, event.ModeATCP, 22, time.Second), Decided, 0},
+		}},
+		{"trigger 2: two grace ports, the third trips", with(func(s *Settings) { s.ScanTrigger = 2 }), []step{
+			{hit(a, event.ModeSTCP, 1, 0), Counted, 0},
+			{hit(a, event.ModeSTCP, 1, time.Second), Repeat, 0}, // retransmission
+			{hit(a, event.ModeSTCP, 1, 2*time.Second), Repeat, 0},
+			{hit(a, event.ModeSTCP, 2, 3*time.Second), Counted, 0},
+			{hit(b, event.ModeSTCP, 3, 3*time.Second), Counted, 0}, // another host counts apart
+			{hit(a, event.ModeSTCP, 3, 4*time.Second), Tripped, event.KindBlock},
+		}},
+		{"modes count apart and decide apart", with(func(s *Settings) { s.ScanTrigger = 1 }), []step{
+			{hit(a, event.ModeSTCP, 1, 0), Counted, 0},
+			{hit(a, event.ModeSUDP, 2, 0), Counted, 0},
+			{hit(a, event.ModeSTCP, 2, 0), Tripped, event.KindBlock},
+			{hit(a, event.ModeSUDP, 3, 0), Tripped, event.KindBlock},
+		}},
+		{"slow scan, one probe every 15 s, still adds up", with(func(s *Settings) { s.ScanTrigger = 3 }), []step{
+			{hit(a, event.ModeATCP, 1, 0), Counted, 0},
+			{hit(a, event.ModeATCP, 2, 15 * time.Second), Counted, 0},
+			{hit(a, event.ModeATCP, 3, 30 * time.Second), Counted, 0},
+			{hit(a, event.ModeATCP, 4, 45 * time.Second), Tripped, event.KindBlock},
+		}},
+		{"a count is forgotten after the idle timeout", with(func(s *Settings) { s.ScanTrigger = 1 }), []step{
+			{hit(a, event.ModeATCP, 1, 0), Counted, 0},
+			{hit(a, event.ModeATCP, 2, 61 * time.Minute), Counted, 0},
+			{hit(a, event.ModeATCP, 3, 62 * time.Minute), Tripped, event.KindBlock},
+		}},
+		{"a decision with a duration ends, then the host is judged afresh", with(func(s *Settings) { s.BlockDuration = 10 * time.Minute }), []step{
+			{hit(a, event.ModeATCP, 1, 0), Tripped, event.KindBlock},
+			{hit(a, event.ModeATCP, 2, 9 * time.Minute), Decided, 0},
+			{hit(a, event.ModeATCP, 3, 10 * time.Minute), Tripped, event.KindBlock},
+		}},
+		{"a decision without a duration never ends", base, []step{
+			{hit(a, event.ModeATCP, 1, 0), Tripped, event.KindBlock},
+			{hit(a, event.ModeATCP, 2, 1000 * time.Hour), Decided, 0},
+		}},
+		{"BLOCK_x 0 and 2 give alert and run", with(func(s *Settings) { s.BlockTCP, s.BlockUDP = 0, 2 }), []step{
+			{hit(a, event.ModeTCP, 1, 0), Tripped, event.KindAlert},
+			{hit(a, event.ModeAUDP, 1, 0), Tripped, event.KindRun},
+		}},
+		{"events out of order do not confuse idleness", with(func(s *Settings) { s.ScanTrigger = 1 }), []step{
+			{hit(a, event.ModeATCP, 1, 2*time.Hour), Counted, 0},
+			{hit(a, event.ModeATCP, 2, 0), Tripped, event.KindBlock},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tr := NewTrigger(tt.s)
+			var v Verdict
+			for i, st := range tt.steps {
+				tr.Observe(st.h, &v)
+				if v.Outcome != st.want {
+					t.Fatalf("step %d (%s port %d): outcome %d, want %d", i, st.h.Src, st.h.Dport, v.Outcome, st.want)
+				}
+				if v.Outcome == Tripped {
+					d := v.Decision
+					if d.Kind != st.kind || d.Target != st.h.Src || d.Mode != st.h.Mode || d.Port != st.h.Dport || !d.Time.Equal(st.h.Time) || d.Hits != tt.s.ScanTrigger+1 {
+						t.Fatalf("step %d: decision %+v", i, d)
+					}
+					if tt.s.BlockDuration > 0 && !d.Until.Equal(st.h.Time.Add(tt.s.BlockDuration)) || tt.s.BlockDuration == 0 && !d.Until.IsZero() {
+						t.Fatalf("step %d: until %v", i, d.Until)
+					}
+					if _, err := event.Decode(event.Encode(&d)); err != nil {
+						t.Fatalf("step %d: decision does not encode to a valid line: %v", i, err)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestForget(t *testing.T) {
+	tr := NewTrigger(Settings{BlockTCP: 1, IdleTimeout: time.Hour, MaxHosts: 10})
+	var v Verdict
+	h := hit("198.18.0.1", event.ModeATCP, 1, 0)
+	tr.Observe(h, &v)
+	tr.Forget(h.Src, h.Mode)
+	if n, _ := tr.Stats(); n != 0 {
+		t.Fatalf("%d hosts after Forget", n)
+	}
+	tr.Observe(h, &v)
+	if v.Outcome != Tripped {
+		t.Fatalf("after Forget the host must be judged afresh, got %d", v.Outcome)
+	}
+}
+
+// TestBoundedTable streams many spoofed sources through a small table.
+func TestBoundedTable(t *testing.T) {
+	const max = 1000
+	tr := NewTrigger(Settings{ScanTrigger: 1, BlockTCP: 1, IdleTimeout: time.Hour, MaxHosts: max})
+	var v Verdict
+	for i := 0; i < 50000; i++ {
+		src := netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)})
+		tr.Observe(hit(src.String(), event.ModeATCP, uint16(i), time.Duration(i)*time.Millisecond), &v)
+	}
+	n, evicted := tr.Stats()
+	if n != max || evicted != 50000-max || len(tr.hosts) != max {
+		t.Fatalf("hosts %d (slots %d), evicted %d", n, len(tr.hosts), evicted)
+	}
+	// The most recent hosts are the ones kept.
+	recent := hit(netip.AddrFrom4([4]byte{198, 18, byte(49999 >> 8), byte(49999 & 0xff)}).String(), event.ModeATCP, 7, 50*time.Second)
+	tr.Observe(recent, &v)
+	if v.Outcome != Tripped {
+		t.Fatalf("the most recent host was forgotten: outcome %d", v.Outcome)
+	}
+}
+
+func TestExpire(t *testing.T) {
+	tr := NewTrigger(Settings{ScanTrigger: 5, BlockTCP: 1, IdleTimeout: time.Minute, MaxHosts: 100})
+	var v Verdict
+	for i := 0; i < 10; i++ {
+		tr.Observe(hit(fmt.Sprintf("198.18.0.%d", i), event.ModeATCP, 1, time.Duration(i)*time.Second), &v)
+	}
+	tr.Expire(t0.Add(65 * time.Second)) // hosts 0-4 idle more than a minute
+	if n, _ := tr.Stats(); n != 5 {
+		t.Fatalf("%d hosts after Expire, want 5", n)
+	}
+	// Freed slots are reused, not grown.
+	for i := 10; i < 15; i++ {
+		tr.Observe(hit(fmt.Sprintf("198.18.0.%d", i), event.ModeATCP, 1, 70*time.Second), &v)
+	}
+	if n, _ := tr.Stats(); n != 10 || len(tr.hosts) != 10 {
+		t.Fatalf("%d hosts in %d slots", n, len(tr.hosts))
+	}
+}
+
+func TestDeterministic(t *testing.T) {
+	run := func() []event.Event {
+		tr := NewTrigger(Settings{ScanTrigger: 2, BlockTCP: 1, IdleTimeout: time.Hour, MaxHosts: 1000, BlockDuration: 5 * time.Minute})
+		var out []event.Event
+		var v Verdict
+		for i := 0; i < 20000; i++ {
+			h := hit(fmt.Sprintf("198.18.%d.%d", i%7, i%101), event.ModeATCP, uint16(i%13), time.Duration(i)*100*time.Millisecond)
+			tr.Observe(h, &v)
+			if v.Outcome == Tripped {
+				out = append(out, v.Decision)
+			}
+		}
+		return out
+	}
+	a, b := run(), run()
+	if len(a) == 0 || len(a) != len(b) {
+		t.Fatalf("%d and %d decisions", len(a), len(b))
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			t.Fatalf("decision %d differs: %+v / %+v", i, a[i], b[i])
+		}
+	}
+}
+
+func TestObserveAllocs(t *testing.T) {
+	tr := NewTrigger(Settings{ScanTrigger: 3, BlockTCP: 1, IdleTimeout: time.Hour, MaxHosts: 10})
+	h := hit("198.18.0.1", event.ModeATCP, 1, 0)
+	var v Verdict
+	tr.Observe(h, &v)
+	if a := testing.AllocsPerRun(1000, func() { tr.Observe(h, &v) }); a != 0 {
+		t.Fatalf("%v allocations per repeated hit", a)
+	}
+}
+
+func BenchmarkObserveSpoofed(b *testing.B) {
+	tr := NewTrigger(Settings{ScanTrigger: 0, BlockTCP: 1, IdleTimeout: time.Hour, MaxHosts: 100000})
+	h := hit("198.18.0.1", event.ModeATCP, 1, 0)
+	var v Verdict
+	i := 0
+	for b.Loop() {
+		i++
+		h.Src = netip.AddrFrom4([4]byte{198, byte(18 + i>>24&1), byte(i >> 8), byte(i)})
+		tr.Observe(h, &v)
+	}
+}
