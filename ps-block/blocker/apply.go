@@ -1,0 +1,325 @@
+package blocker
+
+import (
+	"context"
+	"net/netip"
+	"time"
+
+	"github.com/portsentry/pipeline/ps-block/blockfile"
+	"github.com/portsentry/pipeline/ps-block/command"
+	"github.com/portsentry/pipeline/ps-block/macro"
+	"github.com/portsentry/pipeline/shared/event"
+)
+
+// flushBatch carries out the queued decisions phase by phase.
+func (b *Blocker) flushBatch() {
+	batch := b.batch
+	if len(batch) == 0 {
+		return
+	}
+	b.batch = nil
+	clear(b.inBatch)
+	var blocks []*pending
+	for _, p := range batch {
+		if p.ev.Kind == event.KindBlock {
+			blocks = append(blocks, p)
+		}
+	}
+	if b.cfg.RunCmdFirst {
+		b.runCmds(batch)
+	}
+	b.applyHostsDeny(blocks)
+	b.applyRoutes(blocks)
+	b.applyNFT(blocks)
+	if !b.cfg.RunCmdFirst {
+		b.runCmds(batch)
+	}
+	b.remember(blocks)
+}
+
+func (b *Blocker) run(ctx context.Context, c *command.Command, p *pending, action string) bool {
+	argv := c.Argv(p.vars)
+	if b.cfg.DryRun {
+		b.result(p.k.addr, p.k.mode, action, true, "would run %s: %q", c.Key(), argv)
+		return true
+	}
+	if err := b.cfg.Runner.Run(ctx, argv); err != nil {
+		b.cfg.Log.Attack("%s failed for host %s: %v", c.Key(), p.k.addr, err)
+		b.result(p.k.addr, p.k.mode, action, false, "%s: %v", c.Key(), err)
+		return false
+	}
+	b.result(p.k.addr, p.k.mode, action, true, "ran %s: %q", c.Key(), argv)
+	return true
+}
+
+// runCmds runs KILL_RUN_CMD for blocks and run decisions.
+func (b *Blocker) runCmds(batch []*pending) {
+	for _, p := range batch {
+		if b.cfg.RunCmd == nil {
+			if p.ev.Kind == event.KindRun {
+				b.result(p.k.addr, p.k.mode, ActionRun, false, "KILL_RUN_CMD is not set: nothing to run")
+			}
+			continue
+		}
+		if b.run(context.Background(), b.cfg.RunCmd, p, ActionRun) {
+			b.cfg.Log.Attack("Host %s: ran KILL_RUN_CMD (%s)", p.k.addr, p.ev.Kind)
+			p.ok = true
+		}
+	}
+}
+
+// blockedElsewhere reports whether another mode already blocks the host.
+func (b *Blocker) blockedElsewhere(addr netip.Addr) bool { return b.modes[addr] > 0 }
+
+func (b *Blocker) applyHostsDeny(blocks []*pending) {
+	hd := b.cfg.HostsDeny
+	if hd == nil || len(blocks) == 0 {
+		return
+	}
+	var queued []*pending
+	for _, p := range blocks {
+		switch {
+		case hd.Has(p.k.addr):
+			p.ok = true
+			b.result(p.k.addr, p.k.mode, ActionHostsDeny, true, "already in %s", hd.Path())
+		case b.cfg.DryRun:
+			b.result(p.k.addr, p.k.mode, ActionHostsDeny, true, "would add %s to %s", p.k.addr, hd.Path())
+		default:
+			hd.Add(p.vars)
+			queued = append(queued, p)
+		}
+	}
+	if len(queued) == 0 {
+		return
+	}
+	added, err := hd.Flush()
+	if err != nil {
+		b.cfg.Log.Admin("cannot add %d host(s) to %s: %v", len(queued), hd.Path(), err)
+		for _, p := range queued {
+			b.result(p.k.addr, p.k.mode, ActionHostsDeny, false, "%v", err)
+		}
+		return
+	}
+	fresh := make(map[netip.Addr]bool, len(added))
+	for _, a := range added {
+		fresh[a] = true
+	}
+	for _, p := range queued {
+		p.ok = true
+		if fresh[p.k.addr] {
+			b.cfg.Log.Attack("Host %s has been blocked via wrappers in %s", p.k.addr, hd.Path())
+			b.result(p.k.addr, p.k.mode, ActionHostsDeny, true, "added to %s", hd.Path())
+		} else {
+			b.result(p.k.addr, p.k.mode, ActionHostsDeny, true, "already in %s (added by another writer)", hd.Path())
+		}
+	}
+}
+
+func (b *Blocker) applyRoutes(blocks []*pending) {
+	if b.cfg.Route == nil {
+		return
+	}
+	for _, p := range blocks {
+		if b.routedElsewhere(p.k.addr) {
+			p.ok, p.routed = true, true
+			b.result(p.k.addr, p.k.mode, ActionRoute, true, "already routed for another mode")
+			continue
+		}
+		if b.run(context.Background(), b.cfg.Route, p, ActionRoute) {
+			b.cfg.Log.Attack("Host %s has been blocked via dropped route", p.k.addr)
+			p.ok, p.routed = true, true
+		}
+	}
+}
+
+func (b *Blocker) routedElsewhere(addr netip.Addr) bool {
+	if !b.blockedElsewhere(addr) {
+		return false
+	}
+	for _, m := range event.Modes {
+		if e := b.state[key{addr, m}]; e != nil && e.routed {
+			return true
+		}
+	}
+	return false
+}
+
+// longestEnd is the latest end among the host's blocks in other modes
+// (zero with ok: one never ends).
+func (b *Blocker) longestEnd(addr netip.Addr) (end time.Time, any bool) {
+	for _, m := range event.Modes {
+		if e := b.state[key{addr, m}]; e != nil {
+			if !any || e.until.IsZero() || (!end.IsZero() && e.until.After(end)) {
+				end = e.until
+			}
+			any = true
+		}
+	}
+	return end, any
+}
+
+func (b *Blocker) ensureNFT() error {
+	if b.nftReady || b.cfg.DryRun {
+		return nil
+	}
+	if err := b.cfg.NFT.Ensure(); err != nil {
+		return err
+	}
+	b.nftReady = true
+	return nil
+}
+
+func (b *Blocker) applyNFT(blocks []*pending) {
+	n := b.cfg.NFT
+	if n == nil || len(blocks) == 0 {
+		return
+	}
+	if err := b.ensureNFT(); err != nil {
+		b.cfg.Log.Admin("nftables: %v", err)
+		for _, p := range blocks {
+			b.result(p.k.addr, p.k.mode, ActionNFT, false, "%v", err)
+		}
+		return
+	}
+	var queued []*pending
+	for _, p := range blocks {
+		set, until := n.SetFor(p.k.addr), p.ev.Until
+		if end, ok := b.longestEnd(p.k.addr); ok {
+			// The kernel element serves every mode: keep the longest end.
+			if end.IsZero() || (!until.IsZero() && !until.After(end)) {
+				p.ok = true
+				b.result(p.k.addr, p.k.mode, ActionNFT, true, "already in set %s", set)
+				continue
+			}
+			if !b.cfg.DryRun {
+				if _, err := n.Delete(p.k.addr); err != nil {
+					b.result(p.k.addr, p.k.mode, ActionNFT, false, "extending the block: %v", err)
+					continue
+				}
+			}
+		}
+		if b.cfg.DryRun {
+			b.result(p.k.addr, p.k.mode, ActionNFT, true, "would add to set %s%s", set, untilText(until))
+			continue
+		}
+		if err := n.Add(p.k.addr, until); err != nil {
+			b.result(p.k.addr, p.k.mode, ActionNFT, false, "%v", err)
+			continue
+		}
+		queued = append(queued, p)
+	}
+	if len(queued) == 0 {
+		return
+	}
+	if err := n.Flush(); err != nil {
+		b.cfg.Log.Admin("nftables: %v", err)
+		for _, p := range queued {
+			b.result(p.k.addr, p.k.mode, ActionNFT, false, "%v", err)
+		}
+		return
+	}
+	for _, p := range queued {
+		p.ok = true
+		b.cfg.Log.Attack("Host %s has been blocked via nftables set %s", p.k.addr, n.SetFor(p.k.addr))
+		b.result(p.k.addr, p.k.mode, ActionNFT, true, "added to set %s%s", n.SetFor(p.k.addr), untilText(p.ev.Until))
+	}
+}
+
+func untilText(until time.Time) string {
+	if until.IsZero() {
+		return ""
+	}
+	return " until " + until.UTC().Format(time.RFC3339)
+}
+
+// remember records the blocks that took and writes the blocked, history
+// and until files, one append each per batch.
+func (b *Blocker) remember(blocks []*pending) {
+	byMode := map[event.Mode][]blockfile.Line{}
+	var hist []blockfile.Line
+	var ends []endLine
+	now := b.cfg.Now()
+	for _, p := range blocks {
+		if !p.ok {
+			continue
+		}
+		if !b.cfg.DryRun {
+			b.record(p.k, &entry{until: p.ev.Until, port: p.ev.Port, routed: p.routed})
+		}
+		l := blockfile.Line{Time: now.Local(), Addr: p.k.addr, Port: p.ev.Port, Proto: p.k.mode.Proto().Upper()}
+		byMode[p.k.mode] = append(byMode[p.k.mode], l)
+		hist = append(hist, l)
+		ends = append(ends, endLine{k: p.k, until: p.ev.Until})
+	}
+	if b.cfg.DryRun || len(hist) == 0 {
+		return
+	}
+	if b.cfg.BlockedFile != "" {
+		for m, lines := range byMode {
+			if err := blockfile.Append(b.cfg.BlockedFile+"."+m.String(), lines); err != nil {
+				b.cfg.Log.Admin("%v", err)
+			}
+		}
+		if err := appendEnds(b.cfg.BlockedFile+untilSuffix, ends); err != nil {
+			b.cfg.Log.Admin("%v", err)
+		}
+	}
+	if b.cfg.HistoryFile != "" {
+		if err := blockfile.Append(b.cfg.HistoryFile, hist); err != nil {
+			b.cfg.Log.Admin("%v", err)
+		}
+	}
+}
+
+// lift ends the block k: the host-wide actions are undone only when no
+// other mode still blocks the host.
+func (b *Blocker) lift(k key, why string) {
+	e := b.state[k]
+	if e == nil {
+		b.result(k.addr, k.mode, ActionBlock, false, "%s: %s is not blocked in mode %s", why, k.addr, k.mode)
+		return
+	}
+	if b.cfg.DryRun {
+		b.result(k.addr, k.mode, ActionBlock, true, "would lift (%s)", why)
+		return
+	}
+	delete(b.state, k)
+	if b.modes[k.addr]--; b.modes[k.addr] <= 0 {
+		delete(b.modes, k.addr)
+	}
+	if b.cfg.BlockedFile != "" {
+		if _, err := blockfile.Remove(b.cfg.BlockedFile+"."+k.mode.String(), k.addr); err != nil {
+			b.cfg.Log.Admin("%v", err)
+		}
+	}
+	if b.blockedElsewhere(k.addr) {
+		b.cfg.Log.Attack("Host %s: block in mode %s lifted (%s); still blocked in another mode", k.addr, k.mode, why)
+		b.result(k.addr, k.mode, ActionBlock, true, "lifted (%s); still blocked in another mode", why)
+		return
+	}
+	b.cfg.Log.Attack("Host %s: block lifted (%s)", k.addr, why)
+	if hd := b.cfg.HostsDeny; hd != nil {
+		if n, err := hd.Remove(k.addr); err != nil {
+			b.result(k.addr, k.mode, ActionHostsDeny, false, "lift (%s): %v", why, err)
+		} else {
+			b.result(k.addr, k.mode, ActionHostsDeny, true, "lifted (%s): %d line(s) removed from %s", why, n, hd.Path())
+		}
+	}
+	if e.routed && b.cfg.Unroute != nil {
+		// The values were checked when the block was applied or restored.
+		if vars, err := macro.NewVars(k.addr, e.port, k.mode.String()); err == nil {
+			b.run(context.Background(), b.cfg.Unroute, &pending{vars: vars, k: k}, ActionRoute)
+		}
+	}
+	if n := b.cfg.NFT; n != nil {
+		present, err := n.Delete(k.addr)
+		switch {
+		case err != nil:
+			b.result(k.addr, k.mode, ActionNFT, false, "lift (%s): %v", why, err)
+		case present:
+			b.result(k.addr, k.mode, ActionNFT, true, "lifted (%s): removed from set %s", why, n.SetFor(k.addr))
+		default:
+			b.result(k.addr, k.mode, ActionNFT, true, "lifted (%s): not in set %s (expired in the kernel)", why, n.SetFor(k.addr))
+		}
+	}
+}

@@ -1,0 +1,328 @@
+// Package blocker is ps-block's core: it reads decision lines, refuses what
+// must never be blocked, carries out the configured actions in PortSentry
+// 1.2's order, writes one result line per action, remembers what it applied
+// (across restarts, from its files and the kernel) and lifts blocks when
+// they end. Each action sits behind a narrow interface so tests fake them.
+//
+// Decisions are gathered into a batch while input keeps coming and carried
+// out when it pauses (transport.Handler's Idle), so a flood costs one
+// hosts.deny rewrite and one netlink transaction per batch, while the order
+// of actions for each host stays 1.2's: KILL_RUN_CMD (if first),
+// hosts.deny, KILL_ROUTE, nftables, KILL_RUN_CMD (if last).
+package blocker
+
+import (
+	"container/heap"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/portsentry/pipeline/ps-block/command"
+	"github.com/portsentry/pipeline/ps-block/macro"
+	"github.com/portsentry/pipeline/ps-block/nft"
+	"github.com/portsentry/pipeline/ps-block/ratelimit"
+	"github.com/portsentry/pipeline/shared/event"
+)
+
+// Result actions beside the SPEC's hosts.deny, route, run and nft: "block"
+// is about the decision as a whole (refused, repeated, held back by the rate
+// limit, lifted), "input" about a line that could not be read.
+const (
+	ActionHostsDeny = "hosts.deny"
+	ActionRoute     = "route"
+	ActionRun       = "run"
+	ActionNFT       = "nft"
+	ActionBlock     = "block"
+	ActionInput     = "input"
+)
+
+// maxBatch bounds a batch when input never pauses.
+const maxBatch = 4096
+
+// NFT is the nftables action (package nft).
+type NFT interface {
+	Ensure() error
+	Add(addr netip.Addr, until time.Time) error
+	Flush() error
+	Delete(addr netip.Addr) (bool, error)
+	List() ([]nft.Element, error)
+	SetFor(addr netip.Addr) string
+}
+
+// HostsDeny is the hosts.deny action (package hostsdeny).
+type HostsDeny interface {
+	Load() error
+	Has(addr netip.Addr) bool
+	Add(v macro.Vars) bool
+	Flush() ([]netip.Addr, error)
+	Remove(addrs ...netip.Addr) (int, error)
+	Path() string
+}
+
+// Logger is the administrator's log (package shared/alert).
+type Logger interface {
+	Admin(format string, args ...any)
+	Security(format string, args ...any)
+	Attack(format string, args ...any)
+	AttackLimited(format string, args ...any)
+}
+
+// Sink takes result lines (package shared/transport).
+type Sink interface {
+	Write(line []byte) error
+	Flush() error
+}
+
+// Config wires the actions; a nil action is not configured.
+type Config struct {
+	NFT         NFT
+	HostsDeny   HostsDeny
+	Route       *command.Command
+	Unroute     *command.Command
+	RunCmd      *command.Command
+	Runner      command.Runner
+	RunCmdFirst bool
+	// BlockedFile gets the suffix .<mode>; with ".until" it also names the
+	// file that keeps each block's end across restarts. "" disables both.
+	BlockedFile string
+	HistoryFile string
+	Rate        float64 // new blocks per second; 0: unlimited
+	Burst       int
+	DryRun      bool
+	Now         func() time.Time
+	Refuse      func(netip.Addr) string // why an address must not be blocked, or ""
+	Log         Logger
+	Out         Sink
+}
+
+type key struct {
+	addr netip.Addr
+	mode event.Mode
+}
+
+// entry is one applied block.
+type entry struct {
+	until  time.Time // zero: never ends
+	port   uint16    // for $PORT$ in KILL_UNROUTE
+	routed bool      // KILL_ROUTE succeeded, so KILL_UNROUTE undoes it
+}
+
+// pending is a decision waiting in the batch.
+type pending struct {
+	ev     event.Event
+	vars   macro.Vars
+	k      key
+	ok     bool // some blocking action succeeded
+	routed bool
+}
+
+// Blocker is safe for concurrent use: transport calls and the lift timer
+// share one mutex.
+type Blocker struct {
+	cfg      Config
+	mu       sync.Mutex
+	state    map[key]*entry
+	modes    map[netip.Addr]int // how many modes block each host
+	batch    []*pending
+	inBatch  map[key]bool
+	lifts    liftHeap
+	bucket   *ratelimit.Bucket
+	nftReady bool
+	badLines uint64
+	line     []byte // reused result buffer
+}
+
+// New returns a Blocker; call Restore before feeding it lines.
+func New(cfg Config) *Blocker {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Refuse == nil {
+		cfg.Refuse = func(netip.Addr) string { return "" }
+	}
+	if cfg.Runner == nil {
+		cfg.Runner = command.Exec{}
+	}
+	return &Blocker{
+		cfg:     cfg,
+		state:   map[key]*entry{},
+		modes:   map[netip.Addr]int{},
+		inBatch: map[key]bool{},
+		bucket:  ratelimit.New(cfg.Rate, cfg.Burst, cfg.Now()),
+	}
+}
+
+// result writes one result line.
+func (b *Blocker) result(addr netip.Addr, mode event.Mode, action string, ok bool, format string, args ...any) {
+	ev := event.Event{Kind: event.KindResult, Time: b.cfg.Now().UTC(), Target: addr, Mode: mode,
+		Action: action, OK: ok, Detail: fmt.Sprintf(format, args...)}
+	if b.cfg.DryRun && ok {
+		ev.Detail = "dry run: " + ev.Detail
+	}
+	b.line = event.Append(b.line[:0], &ev)
+	if err := b.cfg.Out.Write(b.line); err != nil {
+		b.cfg.Log.Admin("cannot write result line: %v", err)
+	}
+}
+
+// Line implements transport.Handler: one input line.
+func (b *Blocker) Line(origin string, n int, data []byte, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var ev event.Event
+	if err == nil {
+		err = event.DecodeInto(&ev, data)
+	}
+	if err != nil {
+		b.badLines++
+		b.cfg.Log.AttackLimited("%s line %d: %v (line ignored)", origin, n, err)
+		addr := ev.Target
+		if !addr.IsValid() {
+			addr = netip.IPv4Unspecified()
+		}
+		b.result(addr, ev.Mode, ActionInput, false, "%s line %d: %v", origin, n, err)
+		return
+	}
+	switch ev.Kind {
+	case event.KindAlert:
+		b.cfg.Log.AttackLimited("Host %s probed %s port %d in mode %s (%d hits): alert only, no action",
+			ev.Target, ev.Proto.Upper(), ev.Port, ev.Mode, ev.Hits)
+	case event.KindBlock, event.KindRun:
+		b.decide(&ev)
+		if len(b.batch) >= maxBatch {
+			b.flushBatch()
+		}
+	case event.KindUnblock:
+		b.flushBatch() // a block queued before this line comes first
+		b.lift(key{ev.Target.Unmap(), ev.Mode}, "unblocked on request")
+	default:
+		b.badLines++
+		b.cfg.Log.AttackLimited("%s line %d: a %s line is not a decision (line ignored)", origin, n, ev.Kind)
+		b.result(ev.Addr(), ev.Mode, ActionInput, false, "%s line %d: ps-block reads alert, block, run and unblock, not %s", origin, n, ev.Kind)
+	}
+}
+
+// Idle implements transport.Handler: input paused, so carry out the batch
+// and send the results.
+func (b *Blocker) Idle() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.flushBatch()
+	b.flushOut()
+}
+
+func (b *Blocker) flushOut() {
+	if err := b.cfg.Out.Flush(); err != nil {
+		b.cfg.Log.Admin("cannot send result lines: %v", err)
+	}
+}
+
+// decide checks a block or run decision and queues it.
+func (b *Blocker) decide(ev *event.Event) {
+	addr, mode := ev.Target.Unmap(), ev.Mode
+	vars, err := macro.NewVars(addr, ev.Port, mode.String())
+	if err != nil {
+		b.result(addr, mode, ActionBlock, false, "refused: %v", err)
+		return
+	}
+	if why := b.cfg.Refuse(addr); why != "" {
+		b.cfg.Log.AttackLimited("refusing to block %s: %s", addr, why)
+		b.result(addr, mode, ActionBlock, false, "refused: %s is %s", addr, why)
+		return
+	}
+	now := b.cfg.Now()
+	if !ev.Until.IsZero() && !ev.Until.After(now) {
+		b.result(addr, mode, ActionBlock, false, "refused: the block ended at %s, before it arrived", ev.Until.UTC().Format(time.RFC3339))
+		return
+	}
+	k := key{addr, mode}
+	if ev.Kind == event.KindBlock {
+		if b.state[k] != nil || b.inBatch[k] {
+			b.cfg.Log.AttackLimited("Host: %s is already blocked in mode %s. Ignoring", addr, mode)
+			b.result(addr, mode, ActionBlock, true, "already blocked in mode %s: nothing done", mode)
+			return
+		}
+		if !b.anyBlockAction() {
+			b.result(addr, mode, ActionBlock, false, "no blocking action is configured (NFT_BLOCK, KILL_HOSTS_DENY, KILL_ROUTE, KILL_RUN_CMD)")
+			return
+		}
+	}
+	if !b.bucket.Allow(now) {
+		b.result(addr, mode, ActionBlock, false, "held back by the rate limit on new blocks (BLOCK_RATE)")
+		return
+	}
+	if ev.Kind == event.KindBlock {
+		b.inBatch[k] = true
+	}
+	b.batch = append(b.batch, &pending{ev: *ev, vars: vars, k: k})
+}
+
+func (b *Blocker) anyBlockAction() bool {
+	return b.cfg.NFT != nil || b.cfg.HostsDeny != nil || b.cfg.Route != nil || b.cfg.RunCmd != nil
+}
+
+// TakeHeld returns how many new blocks the rate limit held back since the
+// last call, for a once-a-second log line.
+func (b *Blocker) TakeHeld() uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.bucket.TakeHeld()
+}
+
+// liftHeap orders blocks by their end.
+type liftHeap []liftItem
+
+type liftItem struct {
+	at time.Time
+	k  key
+}
+
+func (h liftHeap) Len() int           { return len(h) }
+func (h liftHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h liftHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *liftHeap) Push(x any)        { *h = append(*h, x.(liftItem)) }
+func (h *liftHeap) Pop() any {
+	old := *h
+	it := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return it
+}
+
+// record keeps an applied block and schedules its end.
+func (b *Blocker) record(k key, e *entry) {
+	if b.state[k] == nil {
+		b.modes[k.addr]++
+	}
+	b.state[k] = e
+	if !e.until.IsZero() {
+		heap.Push(&b.lifts, liftItem{at: e.until, k: k})
+	}
+}
+
+// LiftDue lifts every block whose end is not after now; the ticker of
+// ps-block's main loop calls it.
+func (b *Blocker) LiftDue() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := b.cfg.Now()
+	lifted := false
+	for len(b.lifts) > 0 && !b.lifts[0].at.After(now) {
+		it := heap.Pop(&b.lifts).(liftItem)
+		// A stale item: the block was lifted or replaced since.
+		if e := b.state[it.k]; e != nil && e.until.Equal(it.at) {
+			b.lift(it.k, "block ended")
+			lifted = true
+		}
+	}
+	if lifted {
+		b.flushOut()
+	}
+}
+
+// BadLines is the number of input lines refused so far.
+func (b *Blocker) BadLines() uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.badLines
+}

@@ -1,0 +1,249 @@
+package blocker
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/portsentry/pipeline/ps-block/blockfile"
+	"github.com/portsentry/pipeline/ps-block/macro"
+	"github.com/portsentry/pipeline/shared/event"
+)
+
+// untilSuffix names the file beside BLOCKED_FILE that keeps when each block
+// ends: 1.2's blocked-file line has no room for it, and fail2ban must keep
+// reading that line unchanged. Each line is "ADDRESS MODE END", END being
+// RFC 3339 or "never"; the last line for a host and mode counts.
+const untilSuffix = ".until"
+
+type endLine struct {
+	k     key
+	until time.Time
+}
+
+func (l endLine) String() string {
+	end := "never"
+	if !l.until.IsZero() {
+		end = l.until.UTC().Format(time.RFC3339Nano)
+	}
+	return l.k.addr.String() + " " + l.k.mode.String() + " " + end
+}
+
+func appendEnds(path string, ends []endLine) error {
+	var sb strings.Builder
+	for _, l := range ends {
+		sb.WriteString(l.String())
+		sb.WriteByte('\n')
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		return fmt.Errorf("blocker: %w", err)
+	}
+	if _, err := f.WriteString(sb.String()); err != nil {
+		f.Close()
+		return fmt.Errorf("blocker: append to %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("blocker: close %s: %w", path, err)
+	}
+	return nil
+}
+
+// loadEnds reads the until file; lines it cannot read are reported and
+// skipped (their blocks then count as never ending, as in 1.2).
+func loadEnds(path string, log Logger) (map[key]time.Time, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return map[key]time.Time{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("blocker: %w", err)
+	}
+	defer f.Close()
+	ends := map[key]time.Time{}
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		fields := strings.Fields(sc.Text())
+		if len(fields) != 3 {
+			log.Admin("%s line %d: want ADDRESS MODE END (line skipped)", path, n)
+			continue
+		}
+		addr, aerr := netip.ParseAddr(fields[0])
+		mode, merr := event.ParseMode(fields[1])
+		var until time.Time
+		var terr error
+		if fields[2] != "never" {
+			until, terr = time.Parse(time.RFC3339Nano, fields[2])
+		}
+		if err := errors.Join(aerr, merr, terr); err != nil {
+			log.Admin("%s line %d: %v (line skipped)", path, n, err)
+			continue
+		}
+		ends[key{addr.Unmap(), mode}] = until
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("blocker: read %s: %w", path, err)
+	}
+	return ends, nil
+}
+
+// rewriteEnds replaces the until file with the blocks in force, so it does
+// not grow without end.
+func (b *Blocker) rewriteEnds(path string) error {
+	var sb strings.Builder
+	for k, e := range b.state {
+		sb.WriteString(endLine{k: k, until: e.until}.String())
+		sb.WriteByte('\n')
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("blocker: rewrite %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name()) // fails harmlessly once renamed
+	_, werr := tmp.WriteString(sb.String())
+	if werr == nil {
+		werr = tmp.Sync()
+	}
+	if err := tmp.Close(); werr == nil {
+		werr = err
+	}
+	if werr == nil {
+		werr = os.Rename(tmp.Name(), path)
+	}
+	if werr != nil {
+		return fmt.Errorf("blocker: rewrite %s: %w", path, werr)
+	}
+	return nil
+}
+
+// Restore rebuilds what ps-block had applied before it stopped: the blocked
+// files name the blocks, the until file when they end. Blocks that ended
+// while ps-block was down are lifted now; blocks in force whose kernel
+// element is gone (after a reboot) are added again, as are missing
+// hosts.deny lines. Problems are logged; Restore goes on.
+func (b *Blocker) Restore() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if hd := b.cfg.HostsDeny; hd != nil {
+		if err := hd.Load(); err != nil {
+			b.cfg.Log.Admin("%v", err)
+		}
+	}
+	inKernel := map[netip.Addr]bool{}
+	if n := b.cfg.NFT; n != nil {
+		if err := b.ensureNFT(); err != nil {
+			b.cfg.Log.Admin("nftables: %v (will retry at the next block)", err)
+		} else if els, err := n.List(); err != nil {
+			b.cfg.Log.Admin("%v", err)
+		} else {
+			for _, el := range els {
+				inKernel[el.Addr.Unmap()] = true
+			}
+		}
+	}
+	if b.cfg.BlockedFile == "" {
+		return
+	}
+	ends, err := loadEnds(b.cfg.BlockedFile+untilSuffix, b.cfg.Log)
+	if err != nil {
+		b.cfg.Log.Admin("%v", err)
+	}
+	now := b.cfg.Now()
+	var ended, reapply []*pending
+	for _, m := range event.Modes {
+		path := b.cfg.BlockedFile + "." + m.String()
+		lines, bad, err := blockfile.Load(path)
+		if err != nil {
+			b.cfg.Log.Admin("%v", err)
+			continue
+		}
+		for _, bl := range bad {
+			b.cfg.Log.Admin("%s line %d: %v (line skipped)", path, bl.N, bl.Err)
+		}
+		for _, l := range lines {
+			k := key{l.Addr.Unmap(), m}
+			if b.state[k] != nil {
+				continue
+			}
+			vars, err := macro.NewVars(k.addr, l.Port, m.String())
+			if err != nil {
+				b.cfg.Log.Admin("%s: %v (line skipped)", path, err)
+				continue
+			}
+			until := ends[k]
+			// Routes are not visible to ps-block; a restored block counts
+			// as routed so that its end runs KILL_UNROUTE.
+			b.record(k, &entry{until: until, port: l.Port, routed: b.cfg.Route != nil})
+			p := &pending{ev: event.Event{Kind: event.KindBlock, Target: k.addr, Mode: m, Port: l.Port, Until: until}, vars: vars, k: k}
+			if !until.IsZero() && !until.After(now) {
+				ended = append(ended, p)
+			} else {
+				reapply = append(reapply, p)
+			}
+		}
+	}
+	b.cfg.Log.Admin("restored %d block(s) from %s.<mode>", len(b.state), b.cfg.BlockedFile)
+	b.reapply(reapply, inKernel)
+	for _, p := range ended {
+		b.lift(p.k, "block ended while ps-block was stopped")
+	}
+	if !b.cfg.DryRun {
+		if err := b.rewriteEnds(b.cfg.BlockedFile + untilSuffix); err != nil {
+			b.cfg.Log.Admin("%v", err)
+		}
+	}
+	b.flushOut()
+}
+
+// reapply puts back what a reboot or an administrator removed from the
+// kernel set and hosts.deny for blocks still in force.
+func (b *Blocker) reapply(ps []*pending, inKernel map[netip.Addr]bool) {
+	if b.cfg.DryRun {
+		return
+	}
+	var nftMissing, hdMissing []*pending
+	seen := map[netip.Addr]bool{}
+	for _, p := range ps {
+		if seen[p.k.addr] {
+			continue
+		}
+		seen[p.k.addr] = true
+		if b.cfg.NFT != nil && b.nftReady && !inKernel[p.k.addr] {
+			// The longest end of the host's modes goes in.
+			p.ev.Until, _ = b.longestEnd(p.k.addr)
+			nftMissing = append(nftMissing, p)
+		}
+		if b.cfg.HostsDeny != nil && !b.cfg.HostsDeny.Has(p.k.addr) {
+			hdMissing = append(hdMissing, p)
+		}
+	}
+	if len(nftMissing) > 0 {
+		for _, p := range nftMissing {
+			if err := b.cfg.NFT.Add(p.k.addr, p.ev.Until); err != nil {
+				b.cfg.Log.Admin("restoring %s: %v", p.k.addr, err)
+			}
+		}
+		if err := b.cfg.NFT.Flush(); err != nil {
+			b.cfg.Log.Admin("restoring %d element(s): %v", len(nftMissing), err)
+		} else {
+			b.cfg.Log.Admin("restored %d element(s) missing from the nftables sets", len(nftMissing))
+		}
+	}
+	if len(hdMissing) > 0 {
+		for _, p := range hdMissing {
+			b.cfg.HostsDeny.Add(p.vars)
+		}
+		if _, err := b.cfg.HostsDeny.Flush(); err != nil {
+			b.cfg.Log.Admin("restoring hosts.deny lines: %v", err)
+		} else {
+			b.cfg.Log.Admin("restored %d line(s) missing from %s", len(hdMissing), b.cfg.HostsDeny.Path())
+		}
+	}
+}

@@ -1,0 +1,175 @@
+// Command ps-block is the pipeline's privileged stage: it reads decision
+// lines (alert, block, run, unblock) from standard input or a Unix socket,
+// carries out the configured actions (nftables sets, hosts.deny, KILL_ROUTE,
+// KILL_RUN_CMD) and writes one result line per action to standard output.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/portsentry/pipeline/ps-block/blocker"
+	"github.com/portsentry/pipeline/ps-block/command"
+	"github.com/portsentry/pipeline/ps-block/hostsdeny"
+	"github.com/portsentry/pipeline/ps-block/nft"
+	"github.com/portsentry/pipeline/shared/alert"
+	"github.com/portsentry/pipeline/shared/config"
+	"github.com/portsentry/pipeline/shared/guard"
+	"github.com/portsentry/pipeline/shared/transport"
+	"github.com/urfave/cli/v2"
+)
+
+func main() {
+	app := &cli.App{
+		Name:      "ps-block",
+		Usage:     "carry out PortSentry decisions: nftables, hosts.deny, KILL_ROUTE, KILL_RUN_CMD",
+		UsageText: "ps-judge | ps-block [-c FILE] [--syslog] [--listen PATH] [--dry-run]",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "configuration `FILE` (default " + config.DefaultPath + ", else built-in defaults)"},
+			&cli.BoolFlag{Name: "syslog", Usage: "log to syslog instead of stderr"},
+			&cli.StringFlag{Name: "listen", Usage: "read decisions from the Unix socket `PATH` (several writers) instead of stdin"},
+			&cli.BoolFlag{Name: "dry-run", Usage: "print what would be done and change nothing"},
+		},
+		Action: run,
+	}
+	if err := app.Run(os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "ps-block:", err)
+		os.Exit(1)
+	}
+}
+
+func run(c *cli.Context) error {
+	log, err := alert.New("ps-block", c.Bool("syslog"))
+	if err != nil {
+		return err
+	}
+	defer log.Close()
+	cfg, err := config.Load(c.String("config"), func(w string) { log.Admin("%s", w) })
+	if err != nil {
+		return err
+	}
+	dry := c.Bool("dry-run")
+	bc, closeNFT, err := actions(cfg, dry, log)
+	if err != nil {
+		return err
+	}
+	defer closeNFT()
+
+	keeper := guard.NewKeeper(cfg.IgnoreFile, cfg.ProtectAddresses, log.Admin)
+	stop := make(chan struct{})
+	defer close(stop)
+	go keeper.Watch(stop)
+
+	out := transport.Stdout()
+	defer out.Close()
+	bc.Out = out
+	bc.Log = log
+	bc.Refuse = func(a netip.Addr) string { return keeper.Current().Refuse(a) }
+	b := blocker.New(bc)
+	b.Restore()
+	log.Admin("PortSentry ps-block is active%s", map[bool]string{true: " (dry run: nothing will be changed)"}[dry])
+
+	// One clock tick a second lifts ended blocks and reports what the rate
+	// limit held back, once a second rather than once a line.
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	go func() {
+		for {
+			select {
+			case <-tick.C:
+				b.LiftDue()
+				if n := b.TakeHeld(); n > 0 {
+					log.Security("rate limit held back %d new block(s) in the last second", n)
+				}
+			case <-stop:
+				return
+			}
+		}
+	}()
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	if path := c.String("listen"); path != "" {
+		l, err := transport.Listen(path, b, log.Admin)
+		if err != nil {
+			return err
+		}
+		s := <-sigs
+		log.Admin("stopping on %v", s)
+		return l.Close()
+	}
+	done := make(chan error, 1)
+	go func() { done <- transport.Read(os.Stdin, "stdin", b) }()
+	select {
+	case s := <-sigs:
+		log.Admin("stopping on %v", s)
+		return nil
+	case err := <-done:
+		if errors.Is(err, transport.ErrDownstreamClosed) {
+			return err
+		}
+		if n := b.BadLines(); n > 0 {
+			log.Admin("end of input; %d line(s) refused", n)
+		}
+		return err
+	}
+}
+
+// actions builds the configured actions. A malformed command is a
+// configuration error, reported before any decision is read.
+func actions(cfg *config.Config, dry bool, log *alert.Logger) (blocker.Config, func(), error) {
+	bc := blocker.Config{
+		RunCmdFirst: cfg.KillRunCmdFirst,
+		BlockedFile: cfg.BlockedFile,
+		HistoryFile: cfg.HistoryFile,
+		Rate:        cfg.BlockRate,
+		Burst:       cfg.BlockBurst,
+		DryRun:      dry,
+		Runner:      command.Exec{Timeout: cfg.CommandTimeout},
+	}
+	closeNFT := func() {}
+	var err error
+	for _, c := range []struct {
+		key, val string
+		dst      **command.Command
+	}{
+		{"KILL_ROUTE", cfg.KillRoute, &bc.Route},
+		{"KILL_UNROUTE", cfg.KillUnroute, &bc.Unroute},
+		{"KILL_RUN_CMD", cfg.KillRunCmd, &bc.RunCmd},
+	} {
+		if c.val == "" {
+			continue
+		}
+		if *c.dst, err = command.Parse(c.key, c.val); err != nil {
+			return bc, closeNFT, err
+		}
+	}
+	if cfg.KillHostsDeny != "" {
+		tmpl, err := hostsdeny.NewTemplate(cfg.KillHostsDeny)
+		if err != nil {
+			return bc, closeNFT, err
+		}
+		path := cfg.HostsDenyFile
+		if path == "" {
+			path = hostsdeny.DefaultPath
+		}
+		bc.HostsDeny = hostsdeny.New(path, tmpl)
+	}
+	if cfg.NFTBlock {
+		conn, err := nft.Open(0)
+		if err != nil {
+			// Every block then reports the failure; ps-block goes on with
+			// its other actions.
+			log.Admin("%v", err)
+			return bc, closeNFT, nil
+		}
+		closeNFT = func() { _ = conn.CloseLasting() }
+		bc.NFT = nft.New(conn, nft.Config{Table: cfg.NFTTable, Forward: cfg.NFTForward}, time.Now)
+	}
+	return bc, closeNFT, nil
+}
