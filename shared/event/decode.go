@@ -199,14 +199,64 @@ func scanFlat(b []byte, f *fields) (bool, error) {
 // holds an escape or a control character, which the general parser judges.
 func flatString(b []byte, i int) (s []byte, next int, ok bool) {
 	for j := i + 1; j < len(b); j++ {
-		switch c := b[j]; {
-		case c == '"':
-			return b[i+1 : j], j + 1, true
-		case c == '\\' || c < 0x20:
+		if c := b[j]; stringStop[c] {
+			if c == '"' {
+				return b[i+1 : j], j + 1, true
+			}
 			return nil, 0, false
 		}
 	}
 	return nil, 0, false
+}
+
+// stringStop marks the bytes that end the fast scan of a string: its closing
+// quote, an escape, or a control character.
+var stringStop = func() (t [256]bool) {
+	for c := 0; c < 0x20; c++ {
+		t[c] = true
+	}
+	t['"'], t['\\'] = true, true
+	return t
+}()
+
+// parseUTC is the fast path for the one form the stages write,
+// YYYY-MM-DDTHH:MM:SS[.fraction]Z. It refuses anything else, including
+// out-of-range fields, which time.Time.UnmarshalText then judges.
+func parseUTC(b []byte) (time.Time, bool) {
+	if len(b) < 20 || b[4] != '-' || b[7] != '-' || b[10] != 'T' || b[13] != ':' || b[16] != ':' || b[len(b)-1] != 'Z' {
+		return time.Time{}, false
+	}
+	num := func(s []byte) int {
+		n := 0
+		for _, c := range s {
+			if c < '0' || c > '9' {
+				return -1
+			}
+			n = n*10 + int(c-'0')
+		}
+		return n
+	}
+	y, mo, d, h, mi, sec := num(b[0:4]), num(b[5:7]), num(b[8:10]), num(b[11:13]), num(b[14:16]), num(b[17:19])
+	if y < 0 || mo < 1 || mo > 12 || d < 1 || h < 0 || h > 23 || mi < 0 || mi > 59 || sec < 0 || sec > 59 {
+		return time.Time{}, false
+	}
+	ns := 0
+	if frac := b[19 : len(b)-1]; len(frac) > 0 {
+		if frac[0] != '.' || len(frac) < 2 || len(frac) > 10 {
+			return time.Time{}, false
+		}
+		if ns = num(frac[1:]); ns < 0 {
+			return time.Time{}, false
+		}
+		for i := len(frac) - 1; i < 9; i++ {
+			ns *= 10
+		}
+	}
+	t := time.Date(y, time.Month(mo), d, h, mi, sec, ns, time.UTC)
+	if t.Day() != d { // time.Date normalised a day past the month's end
+		return time.Time{}, false
+	}
+	return t, true
 }
 
 // validNumber checks JSON's number grammar: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
@@ -558,6 +608,9 @@ func timeField(v value, name string, required bool) (time.Time, error) {
 	}
 	if v.kind != 's' {
 		return time.Time{}, bad(name, "not a string: %s", showValue(v))
+	}
+	if t, ok := parseUTC(v.text); ok {
+		return t, nil
 	}
 	var t time.Time
 	if err := t.UnmarshalText(v.text); err != nil {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"os"
 	"testing"
+	"time"
 	"unicode/utf8"
 )
 
@@ -59,6 +60,27 @@ func FuzzDecode(f *testing.F) {
 		}
 		if again != e {
 			t.Fatalf("round trip changed %+v into %+v", e, again)
+		}
+	})
+}
+
+// FuzzTime checks the fast time path against the standard parser: whatever
+// the fast path accepts, time.Time.UnmarshalText accepts as the same instant.
+func FuzzTime(f *testing.F) {
+	for _, s := range []string{"2026-11-24T14:29:45.057153Z", "2026-02-29T00:00:00Z", "2024-02-29T23:59:59.999999999Z", "2026-11-24T14:29:45Z", "2026-13-01T00:00:00Z", "0000-01-01T00:00:00.1Z"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		fast, ok := parseUTC([]byte(s))
+		if !ok {
+			return
+		}
+		var std time.Time
+		if err := std.UnmarshalText([]byte(s)); err != nil {
+			t.Fatalf("fast path accepted %q, the standard parser says %v", s, err)
+		}
+		if !fast.Equal(std) {
+			t.Fatalf("%q: fast %v, standard %v", s, fast, std)
 		}
 	})
 }

@@ -1,0 +1,48 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"net/netip"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/portsentry/pipeline/shared/alert"
+	"github.com/portsentry/pipeline/shared/guard"
+	"github.com/portsentry/pipeline/shared/judge"
+	"github.com/portsentry/pipeline/shared/transport"
+)
+
+func genHits(tb testing.TB, args ...string) []byte {
+	cmd := exec.Command("go", append([]string{"run", "../tests/hitgen"}, args...)...)
+	out, err := cmd.Output()
+	if err != nil {
+		tb.Fatalf("hitgen: %v", err)
+	}
+	return out
+}
+
+func newStage(out io.Writer, maxHosts int) *judgeStage {
+	return &judgeStage{
+		log:    alert.NewWriter("ps-judge", io.Discard),
+		guard:  guard.NewKeeper("/nonexistent", []netip.Prefix{netip.MustParsePrefix("198.18.0.2/32")}, func(string, ...any) {}),
+		out:    transport.NewWriter(out),
+		model:  judge.NewTrigger(judge.Settings{ScanTrigger: 2, BlockTCP: 1, BlockUDP: 1, IdleTimeout: 6 * time.Hour, MaxHosts: maxHosts}),
+		failed: make(chan error, 1),
+	}
+}
+
+// BenchmarkReplay replays 100,000 hits from 1,000 scanners through the
+// judging stage, decoding and guard included; ns/op is per hit.
+func BenchmarkReplay(b *testing.B) {
+	data := genHits(b, "-n", "100000", "-sources", "1000")
+	b.SetBytes(int64(len(data)) / 100000)
+	b.ResetTimer()
+	for i := 0; i < b.N; i += 100000 {
+		j := newStage(io.Discard, 100000)
+		if err := transport.Read(bytes.NewReader(data), "bench", j); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
