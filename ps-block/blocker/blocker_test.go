@@ -1,0 +1,385 @@
+package blocker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portsentry/pipeline/ps-block/command"
+	"github.com/portsentry/pipeline/ps-block/macro"
+	"github.com/portsentry/pipeline/ps-block/nft"
+	"github.com/portsentry/pipeline/shared/transport"
+)
+
+// calls records what the fakes were asked to do, in order.
+type calls []string
+
+func (c *calls) add(format string, args ...any) { *c = append(*c, fmt.Sprintf(format, args...)) }
+
+type fakeNFT struct {
+	c    *calls
+	set  map[netip.Addr]time.Time
+	pend []netip.Addr
+}
+
+func (f *fakeNFT) Ensure() error { return nil }
+func (f *fakeNFT) Add(a netip.Addr, until time.Time) error {
+	f.pend = append(f.pend, a)
+	f.set[a] = until
+	return nil
+}
+func (f *fakeNFT) Flush() error {
+	for _, a := range f.pend {
+		f.c.add("nft add %s", a)
+	}
+	f.pend = nil
+	return nil
+}
+func (f *fakeNFT) Delete(a netip.Addr) (bool, error) {
+	f.c.add("nft del %s", a)
+	_, ok := f.set[a]
+	delete(f.set, a)
+	return ok, nil
+}
+func (f *fakeNFT) List() ([]nft.Element, error) {
+	var out []nft.Element
+	for a := range f.set {
+		out = append(out, nft.Element{Addr: a})
+	}
+	return out, nil
+}
+func (f *fakeNFT) SetFor(netip.Addr) string { return "portsentry4" }
+
+type fakeHD struct {
+	c     *calls
+	hosts map[netip.Addr]bool
+	pend  []netip.Addr
+}
+
+func (f *fakeHD) Load() error           { return nil }
+func (f *fakeHD) Has(a netip.Addr) bool { return f.hosts[a] }
+func (f *fakeHD) Path() string          { return "hosts.deny" }
+func (f *fakeHD) Add(v macro.Vars) bool { f.pend = append(f.pend, v.Addr()); return true }
+func (f *fakeHD) Flush() ([]netip.Addr, error) {
+	p := f.pend
+	f.pend = nil
+	for _, a := range p {
+		f.c.add("hosts.deny add %s", a)
+		f.hosts[a] = true
+	}
+	return p, nil
+}
+func (f *fakeHD) Remove(addrs ...netip.Addr) (int, error) {
+	for _, a := range addrs {
+		f.c.add("hosts.deny del %s", a)
+		delete(f.hosts, a)
+	}
+	return len(addrs), nil
+}
+
+type fakeRunner struct{ c *calls }
+
+func (f fakeRunner) Run(_ context.Context, argv []string) error {
+	f.c.add("exec %s", strings.Join(argv, " "))
+	if argv[0] == "fail" {
+		return fmt.Errorf("exit status 1")
+	}
+	return nil
+}
+
+type nopLog struct{}
+
+func (nopLog) Admin(string, ...any)         {}
+func (nopLog) Security(string, ...any)      {}
+func (nopLog) Attack(string, ...any)        {}
+func (nopLog) AttackLimited(string, ...any) {}
+
+type rig struct {
+	b   *Blocker
+	c   *calls
+	out *bytes.Buffer
+	now time.Time
+	dir string
+}
+
+func newRig(t *testing.T, mod func(*Config)) *rig {
+	t.Helper()
+	r := &rig{c: &calls{}, out: &bytes.Buffer{}, now: time.Date(2026, 11, 24, 14, 0, 0, 0, time.UTC), dir: t.TempDir()}
+	mustCmd := func(key, s string) *command.Command {
+		c, err := command.Parse(key, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	cfg := Config{
+		NFT:         &fakeNFT{c: r.c, set: map[netip.Addr]time.Time{}},
+		HostsDeny:   &fakeHD{c: r.c, hosts: map[netip.Addr]bool{}},
+		Route:       mustCmd("KILL_ROUTE", "route $TARGET$"),
+		Unroute:     mustCmd("KILL_UNROUTE", "unroute $TARGET$"),
+		RunCmd:      mustCmd("KILL_RUN_CMD", "runcmd $TARGET$ $PORT$ $MODE$"),
+		Runner:      fakeRunner{r.c},
+		BlockedFile: filepath.Join(r.dir, "portsentry.blocked"),
+		HistoryFile: filepath.Join(r.dir, "portsentry.history"),
+		Now:         func() time.Time { return r.now },
+		Refuse: func(a netip.Addr) string {
+			if a.IsLoopback() {
+				return "a loopback address"
+			}
+			return ""
+		},
+		Log: nopLog{},
+		Out: transport.NewWriter(r.out),
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	r.b = New(cfg)
+	r.b.Restore()
+	return r
+}
+
+// feed gives the blocker lines as one burst of input, then a pause.
+func (r *rig) feed(lines ...string) {
+	for i, l := range lines {
+		r.b.Line("test", i+1, []byte(l), nil)
+	}
+	r.b.Idle()
+}
+
+// results returns "action ok target mode: detail" for each result line and
+// empties the output.
+func (r *rig) results(t *testing.T) []string {
+	t.Helper()
+	var out []string
+	for _, l := range strings.Split(strings.TrimSpace(r.out.String()), "\n") {
+		if l == "" {
+			continue
+		}
+		// encoding/json, not event.Decode: a result for an unreadable line
+		// may have no mode.
+		var ev struct {
+			Action, Target, Mode, Detail string
+			OK                           bool
+		}
+		if err := json.Unmarshal([]byte(l), &ev); err != nil {
+			t.Fatalf("bad result line %q: %v", l, err)
+		}
+		out = append(out, fmt.Sprintf("%s %v %s %s: %s", ev.Action, ev.OK, ev.Target, ev.Mode, ev.Detail))
+	}
+	r.out.Reset()
+	return out
+}
+
+func block(target, mode string, port int, until string) string {
+	proto := "tcp"
+	if strings.HasSuffix(mode, "udp") {
+		proto = "udp"
+	}
+	u := ""
+	if until != "" {
+		u = `,"until":"` + until + `"`
+	}
+	return fmt.Sprintf(`{"v":1,"kind":"block","time":"2026-11-24T14:00:00Z","target":%q,"mode":%q,"proto":%q,"port":%d,"hits":1%s}`, target, mode, proto, port, u)
+}
+
+func TestOrder(t *testing.T) {
+	tests := []struct {
+		first bool
+		want  []string
+	}{
+		{false, []string{"hosts.deny add 198.18.0.1", "exec route 198.18.0.1", "nft add 198.18.0.1", "exec runcmd 198.18.0.1 21 atcp"}},
+		{true, []string{"exec runcmd 198.18.0.1 21 atcp", "hosts.deny add 198.18.0.1", "exec route 198.18.0.1", "nft add 198.18.0.1"}},
+	}
+	for _, tc := range tests {
+		t.Run(fmt.Sprint("first=", tc.first), func(t *testing.T) {
+			r := newRig(t, func(c *Config) { c.RunCmdFirst = tc.first })
+			r.feed(block("198.18.0.1", "atcp", 21, ""))
+			if !slices.Equal(*r.c, tc.want) {
+				t.Errorf("calls %q, want %q", *r.c, tc.want)
+			}
+			if n := len(r.results(t)); n != 4 {
+				t.Errorf("%d result lines, want 4", n)
+			}
+		})
+	}
+}
+
+func TestDecisions(t *testing.T) {
+	tests := []struct {
+		name  string
+		lines []string
+		want  []string // result lines, "action ok target mode" prefixes
+		calls int
+	}{
+		{"repeat in one batch", []string{block("198.18.0.1", "tcp", 21, ""), block("198.18.0.1", "tcp", 22, "")},
+			[]string{"block true 198.18.0.1 tcp", "hosts.deny true", "route true", "nft true", "run true"}, 4},
+		{"loopback refused", []string{block("127.0.0.1", "tcp", 21, "")}, []string{"block false 127.0.0.1 tcp: refused: 127.0.0.1 is a loopback address"}, 0},
+		{"ended before it came", []string{block("198.18.0.1", "tcp", 21, "2026-11-24T13:00:00Z")}, []string{"block false 198.18.0.1 tcp: refused: the block ended"}, 0},
+		{"shell metacharacters", []string{strings.Replace(block("198.18.0.1", "tcp", 21, ""), "198.18.0.1", "198.18.0.1;reboot", 1)}, []string{"input false 0.0.0.0"}, 0},
+		{"newline in target", []string{strings.Replace(block("198.18.0.1", "tcp", 21, ""), "198.18.0.1", `198.18.0.1\nALL: ALL`, 1)}, []string{"input false 0.0.0.0"}, 0},
+		{"not json", []string{"ALL: ALL"}, []string{"input false 0.0.0.0"}, 0},
+		{"hit is not a decision", []string{`{"v":1,"kind":"hit","time":"2026-11-24T14:00:00Z","sensor":"ps-sniff","mode":"atcp","proto":"tcp","src":"198.18.0.1","sport":1,"dst":"198.18.0.2","dport":21,"scan":"syn"}`}, []string{"input false 198.18.0.1 atcp"}, 0},
+		{"alert only logs", []string{strings.Replace(block("198.18.0.1", "tcp", 21, ""), `"block"`, `"alert"`, 1)}, nil, 0},
+		{"run runs KILL_RUN_CMD alone", []string{strings.Replace(block("198.18.0.1", "udp", 53, ""), `"block"`, `"run"`, 1)}, []string{"run true 198.18.0.1 udp: ran KILL_RUN_CMD"}, 1},
+		{"unblock unknown", []string{`{"v":1,"kind":"unblock","time":"2026-11-24T14:00:00Z","target":"198.18.0.1","mode":"tcp"}`}, []string{"block false 198.18.0.1 tcp"}, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, nil)
+			r.feed(tc.lines...)
+			got := r.results(t)
+			if len(got) != len(tc.want) {
+				t.Fatalf("results %q, want %d like %q", got, len(tc.want), tc.want)
+			}
+			for i := range got {
+				if !strings.HasPrefix(got[i], tc.want[i]) {
+					t.Errorf("result %d: %q, want prefix %q", i, got[i], tc.want[i])
+				}
+			}
+			if len(*r.c) != tc.calls {
+				t.Errorf("calls %q, want %d", *r.c, tc.calls)
+			}
+		})
+	}
+}
+
+func TestRateLimit(t *testing.T) {
+	r := newRig(t, func(c *Config) { c.Rate, c.Burst = 1, 3; c.Route, c.RunCmd, c.HostsDeny = nil, nil, nil })
+	var lines []string
+	for i := range 10 {
+		lines = append(lines, block(fmt.Sprintf("198.18.0.%d", i+1), "tcp", 21, ""))
+	}
+	r.feed(lines...)
+	got := r.results(t)
+	held := 0
+	for _, l := range got {
+		if strings.Contains(l, "rate limit") {
+			held++
+		}
+	}
+	if held != 7 || len(*r.c) != 3 || r.b.TakeHeld() != 7 {
+		t.Errorf("held %d, calls %d: %q", held, len(*r.c), got)
+	}
+}
+
+func TestLifts(t *testing.T) {
+	r := newRig(t, nil)
+	r.feed(
+		block("198.18.0.1", "tcp", 21, "2026-11-24T14:10:00Z"),
+		block("198.18.0.1", "atcp", 21, "2026-11-24T14:20:00Z"), // the same host in a second mode
+		block("198.18.0.2", "udp", 53, ""),
+	)
+	r.results(t)
+	*r.c = nil
+	r.now = r.now.Add(11 * time.Minute)
+	r.b.LiftDue()
+	if got := r.results(t); len(got) != 1 || !strings.Contains(got[0], "still blocked in another mode") {
+		t.Errorf("first lift: %q", got)
+	}
+	if len(*r.c) != 0 {
+		t.Errorf("host-wide actions undone while another mode blocks: %q", *r.c)
+	}
+	r.now = r.now.Add(10 * time.Minute)
+	r.b.LiftDue()
+	want := []string{"hosts.deny del 198.18.0.1", "exec unroute 198.18.0.1", "nft del 198.18.0.1"}
+	if !slices.Equal(*r.c, want) {
+		t.Errorf("calls %q, want %q", *r.c, want)
+	}
+	if got := r.results(t); len(got) != 3 {
+		t.Errorf("results %q", got)
+	}
+	*r.c = nil
+	r.feed(`{"v":1,"kind":"unblock","time":"2026-11-24T14:00:00Z","target":"198.18.0.2","mode":"udp"}`)
+	if len(*r.c) != 3 {
+		t.Errorf("unblock calls %q", *r.c)
+	}
+	b, _ := os.ReadFile(filepath.Join(r.dir, "portsentry.blocked.udp"))
+	if len(b) != 0 {
+		t.Errorf("blocked file keeps a lifted host: %q", b)
+	}
+	if h, _ := os.ReadFile(filepath.Join(r.dir, "portsentry.history")); bytes.Count(h, []byte("\n")) != 3 {
+		t.Errorf("history: %q", h)
+	}
+}
+
+// A second ps-block on the same files knows the blocks of the first: it
+// does not repeat them, lifts what ended meanwhile, and keeps the rest.
+func TestRestart(t *testing.T) {
+	r := newRig(t, nil)
+	r.feed(block("198.18.0.1", "tcp", 21, "2026-11-24T14:10:00Z"), block("198.18.0.2", "tcp", 21, ""), block("2001:db8::3", "sudp", 53, "2026-11-24T18:00:00Z"))
+	r.results(t)
+	old := r.b.cfg
+	c := &calls{}
+	r2 := &rig{c: c, out: &bytes.Buffer{}, now: r.now.Add(time.Hour), dir: r.dir}
+	cfg := old
+	cfg.NFT = &fakeNFT{c: c, set: map[netip.Addr]time.Time{}} // a reboot emptied the kernel set
+	cfg.HostsDeny = &fakeHD{c: c, hosts: old.HostsDeny.(*fakeHD).hosts}
+	cfg.Runner = fakeRunner{c}
+	cfg.Now = func() time.Time { return r2.now }
+	cfg.Out = transport.NewWriter(r2.out)
+	r2.b = New(cfg)
+	r2.b.Restore()
+	want := []string{"nft add 198.18.0.2", "nft add 2001:db8::3", "hosts.deny del 198.18.0.1", "exec unroute 198.18.0.1", "nft del 198.18.0.1"}
+	slices.Sort(want)
+	got := slices.Clone(*c)
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Errorf("restore calls %q, want %q", got, want)
+	}
+	*c = nil
+	r2.feed(block("198.18.0.2", "tcp", 22, ""), block("2001:db8::3", "sudp", 53, ""))
+	if len(*c) != 0 {
+		t.Errorf("repeated a restored block: %q", *c)
+	}
+	r2.now = r2.now.Add(4 * time.Hour)
+	r2.b.LiftDue()
+	if !slices.Contains(*c, "nft del 2001:db8::3") {
+		t.Errorf("restored block with an end was not lifted: %q", *c)
+	}
+}
+
+func TestDryRun(t *testing.T) {
+	r := newRig(t, func(c *Config) { c.DryRun = true })
+	r.feed(block("198.18.0.1", "tcp", 21, ""))
+	if len(*r.c) != 0 {
+		t.Errorf("dry run changed something: %q", *r.c)
+	}
+	got := r.results(t)
+	if len(got) != 4 {
+		t.Fatalf("results %q", got)
+	}
+	for _, l := range got {
+		if !strings.Contains(l, "dry run: would") {
+			t.Errorf("result %q", l)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(r.dir, "portsentry.history")); err == nil {
+		t.Error("dry run wrote the history file")
+	}
+}
+
+func TestFailuresGoOn(t *testing.T) {
+	r := newRig(t, func(c *Config) {
+		c.Route, _ = command.Parse("KILL_ROUTE", "fail $TARGET$")
+	})
+	r.feed(block("198.18.0.1", "tcp", 21, ""), block("198.18.0.2", "tcp", 21, ""))
+	got := r.results(t)
+	fails := 0
+	for _, l := range got {
+		if strings.HasPrefix(l, "route false") {
+			fails++
+		}
+	}
+	if fails != 2 || len(got) != 8 {
+		t.Errorf("results %q", got)
+	}
+}
