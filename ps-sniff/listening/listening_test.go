@@ -1,0 +1,182 @@
+package listening
+
+import (
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portsentry/pipeline/ps-sniff/probe"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func format(t *Table) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "tcp %v\nudp %v\n", t.TCP.List(), t.UDP.List())
+	return b.String()
+}
+
+func TestGolden(t *testing.T) {
+	w, err := NewWatcher("testdata/proc", true, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := format(w.Table())
+	golden := "testdata/proc.golden"
+	if *update {
+		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != string(want) {
+		t.Fatalf("got\n%s\nwant\n%s", got, want)
+	}
+}
+
+func TestHostile(t *testing.T) {
+	var errs []error
+	w, err := NewWatcher("testdata/hostile", true, true)
+	if err == nil {
+		w.OnError = func(err error) { errs = append(errs, err) }
+		err = w.Refresh()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := w.Table().TCP.List(); fmt.Sprint(got) != "[22 26]" {
+		t.Errorf("tcp ports %v, want [22 26]", got)
+	}
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "line 3") {
+		t.Errorf("errors %v, want one naming line 3", errs)
+	}
+}
+
+func TestParseLine(t *testing.T) {
+	tests := []struct {
+		line  string
+		port  uint16
+		state uint8
+		ok    bool
+	}{
+		{"   0: 00000000:0016 00000000:0000 0A 00000000:00000000", 22, 0x0a, true},
+		{"0: 00000000000000000000000000000000:FFFF 0:0 07", 65535, 7, true},
+		{"0: 00000000:0016 00000000:0000", 0, 0, false},
+		{"0 00000000:0016 00000000:0000 0A", 0, 0, false},
+		{"0: 0000000g:0016 00000000:0000 0A", 0, 0, false},
+		{"0: 00000000:016 00000000:0000 0A", 0, 0, false},
+		{"0: 00000000:0016 00000000:0000 A", 0, 0, false},
+		{"0: 00000000:0016 00000000:0000 0A0", 0, 0, false},
+		{"", 0, 0, false},
+	}
+	for _, tt := range tests {
+		port, state, err := parseLine([]byte(tt.line))
+		if (err == nil) != tt.ok || port != tt.port || state != tt.state {
+			t.Errorf("parseLine(%q) = %d, %#x, %v", tt.line, port, state, err)
+		}
+	}
+}
+
+func TestMissingTables(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "tcp"), []byte("header\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewWatcher(dir, true, false); err != nil {
+		t.Fatalf("no tcp6 (IPv6 off) must be fine: %v", err)
+	}
+	if _, err := NewWatcher(dir, false, true); err == nil {
+		t.Fatal("missing udp table not reported")
+	}
+}
+
+// TestOnDemand: a port bound after the last reading but before the packet
+// is seen, because Listening reads again when its table is older.
+func TestOnDemand(t *testing.T) {
+	dir := t.TempDir()
+	write := func(port int) {
+		line := fmt.Sprintf("h\n 0: 00000000:%04X 00000000:0000 0A x\n", port)
+		if err := os.WriteFile(filepath.Join(dir, "tcp"), []byte(line), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(21)
+	w, err := NewWatcher(dir, true, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := w.Table().Read
+	write(40001) // the FTP server binds a data port
+	if w.Listening(probe.ProtoTCP, 40001, read) {
+		t.Fatal("a packet older than the reading re-read the table")
+	}
+	if !w.Listening(probe.ProtoTCP, 40001, time.Now()) {
+		t.Fatal("port bound since the last reading not seen")
+	}
+	if w.Listening(probe.ProtoTCP, 21, time.Now()) {
+		t.Fatal("stale port still listening")
+	}
+}
+
+// TestProcLive binds real sockets and finds them in this host's /proc.
+func TestProcLive(t *testing.T) {
+	if _, err := os.Stat("/proc/net/tcp"); err != nil {
+		t.Skipf("no /proc/net/tcp: %v", err)
+	}
+	w, err := NewWatcher("/proc/net", true, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	u, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	tport := uint16(l.Addr().(*net.TCPAddr).Port)
+	uport := uint16(u.LocalAddr().(*net.UDPAddr).Port)
+	now := time.Now()
+	if !w.Listening(probe.ProtoTCP, tport, now) || !w.Listening(probe.ProtoUDP, uport, now) {
+		t.Fatalf("tcp %d / udp %d not found listening", tport, uport)
+	}
+	l.Close()
+	if w.Listening(probe.ProtoTCP, tport, time.Now()) {
+		t.Fatalf("tcp %d still listening after close", tport)
+	}
+}
+
+func FuzzParseProc(f *testing.F) {
+	for _, name := range []string{"tcp", "tcp6", "udp", "udp6"} {
+		b, err := os.ReadFile(filepath.Join("testdata/proc", name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b, name[0] == 't')
+	}
+	f.Fuzz(func(t *testing.T, data []byte, tcp bool) {
+		var p Ports
+		_ = ParseProc(data, tcp, &p)
+	})
+}
+
+func TestPorts(t *testing.T) {
+	var p Ports
+	for _, n := range []uint16{0, 1, 63, 64, 65535} {
+		p.Add(n)
+	}
+	if fmt.Sprint(p.List()) != "[0 1 63 64 65535]" || p.Has(2) {
+		t.Fatal(p.List())
+	}
+}
