@@ -1,0 +1,139 @@
+// Command ps-listen is PortSentry 1.2's classic -tcp and -udp modes as a
+// sensor: it binds the tripwire ports of TCP_PORTS and UDP_PORTS on every
+// local address, IPv4 and IPv6, and writes one hit line for each connection
+// accepted or datagram received. It needs root (or CAP_NET_BIND_SERVICE) only
+// to bind ports below 1024 and drops to RUN_AS_USER once they are bound.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/portsentry/pipeline/shared/alert"
+	"github.com/portsentry/pipeline/shared/config"
+	"github.com/portsentry/pipeline/shared/event"
+	"github.com/portsentry/pipeline/shared/privdrop"
+	"github.com/portsentry/pipeline/shared/stage"
+	"github.com/portsentry/pipeline/shared/transport"
+	"github.com/urfave/cli/v2"
+)
+
+func main() {
+	app := &cli.App{
+		Name:      "ps-listen",
+		Usage:     "bind PortSentry's tripwire ports and report every connection and datagram",
+		UsageText: "ps-listen -tcp -udp | ps-judge | ps-block\n   ps-listen -tcp -c /etc/portsentry/portsentry.conf --connect /run/portsentry/judge.sock",
+		Flags: append(stage.ConfigFlags(), stage.ConnectFlag(),
+			&cli.BoolFlag{Name: "tcp", Usage: "basic port-bound TCP mode: bind TCP_PORTS"},
+			&cli.BoolFlag{Name: "udp", Usage: "basic port-bound UDP mode: bind UDP_PORTS"},
+		),
+		Action: run,
+	}
+	if err := app.Run(os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "ps-listen:", err)
+		os.Exit(1)
+	}
+}
+
+func run(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return stage.Fatal("unexpected argument %q", c.Args().First())
+	}
+	if !c.Bool("tcp") && !c.Bool("udp") {
+		return stage.Fatal("no mode: give -tcp, -udp or both")
+	}
+	cfg, log, err := stage.Setup(c, "ps-listen")
+	if err != nil {
+		return stage.Fatal("%v", err)
+	}
+	defer log.Close()
+	log.Admin("portsentry is starting.")
+
+	socks, err := bindModes(cfg, log, c.Bool("tcp"), c.Bool("udp"))
+	if err != nil {
+		return stage.Fatal("%v", err)
+	}
+	// Privileges go before anything reads from the network.
+	msg, err := privdrop.To(cfg.RunAsUser)
+	if err != nil {
+		closeAll(socks)
+		return stage.Fatal("%v", err)
+	}
+	log.Admin("%s", msg)
+
+	out := stage.Output(c, log)
+	defer out.Close()
+	s, err := newSensor(socks, out, log, cfg.PortBanner, c.String(stage.FlagConnect) == "")
+	if err != nil {
+		return stage.Fatal("%v", err)
+	}
+	defer s.Close()
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	done := make(chan struct{})
+	stopped := make(chan os.Signal, 1)
+	go func() {
+		select {
+		case v := <-sig:
+			stopped <- v
+			s.Stop()
+		case <-done:
+		}
+	}()
+
+	log.Admin("PortSentry is now active and listening.")
+	err = s.Run()
+	close(done)
+	if err != nil {
+		if errors.Is(err, transport.ErrDownstreamClosed) {
+			return stage.Fatal("%v: stopping", err)
+		}
+		return stage.Fatal("%v", err)
+	}
+	log.Admin("stopping on %v", <-stopped)
+	return nil
+}
+
+// bindModes binds the ports of each mode asked for. A mode that gets no port
+// at all is an error, as in 1.2, where each mode was its own process.
+func bindModes(cfg *config.Config, log *alert.Logger, tcp, udp bool) ([]*socket, error) {
+	release, err := reserveFDs(spareFDs)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	b := newBinder()
+	if !b.v6 {
+		log.Admin("no IPv6 on this host: watching IPv4 only")
+	}
+	logf := func(f string, a ...any) { log.Admin(f, a...) }
+	var socks []*socket
+	for _, m := range []struct {
+		on    bool
+		proto event.Proto
+		ports []uint16
+		key   string
+	}{
+		{tcp, event.ProtoTCP, cfg.TCPPorts, "TCP_PORTS"},
+		{udp, event.ProtoUDP, cfg.UDPPorts, "UDP_PORTS"},
+	} {
+		if !m.on {
+			continue
+		}
+		bound := bindAll(b, m.proto, m.ports, logf)
+		if len(bound) == 0 {
+			closeAll(socks)
+			if len(m.ports) == 0 {
+				return nil, fmt.Errorf("%s is empty: no %s port to watch", m.key, m.proto.Upper())
+			}
+			return nil, fmt.Errorf("could not bind ANY %s sockets (%d ports in %s). Shutting down", m.proto.Upper(), len(m.ports), m.key)
+		}
+		socks = append(socks, bound...)
+	}
+	return socks, nil
+}
