@@ -212,3 +212,5 @@ func probe(t *testing.T, proto, addr string) netip.AddrPort {
 	}
 	return netip.MustParseAddrPort(c.LocalAddr().String())
 }
+
+func dialTCP(addr string) (net.Conn, error) { return net.DialTimeout("tcp", addr, 3*time.Second) }
