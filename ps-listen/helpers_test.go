@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -73,7 +74,7 @@ func requireRoot(t *testing.T) {
 
 // freePorts returns n distinct ports, below the ephemeral range so that no
 // client socket takes one meanwhile, that are free for TCP and UDP on every
-// address.
+// address, in ascending order as the configuration sorts them.
 func freePorts(t *testing.T, n int) []uint16 {
 	t.Helper()
 	seen := map[uint16]bool{}
@@ -99,6 +100,7 @@ func freePorts(t *testing.T, n int) []uint16 {
 	if len(out) < n {
 		t.Fatalf("found only %d free ports of %d", len(out), n)
 	}
+	slices.Sort(out)
 	return out
 }
 
@@ -200,17 +202,25 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 // current network namespace and returns the client's own address.
 func probe(t *testing.T, proto, addr string) netip.AddrPort {
 	t.Helper()
+	src, err := sendProbe(proto, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return src
+}
+
+func sendProbe(proto, addr string) (netip.AddrPort, error) {
 	c, err := net.DialTimeout(proto, addr, 3*time.Second)
 	if err != nil {
-		t.Fatalf("dial %s %s: %v", proto, addr, err)
+		return netip.AddrPort{}, fmt.Errorf("dial %s %s: %w", proto, addr, err)
 	}
 	defer c.Close()
 	if proto == "udp" {
 		if _, err := c.Write([]byte("probe")); err != nil {
-			t.Fatalf("send to %s: %v", addr, err)
+			return netip.AddrPort{}, fmt.Errorf("send to %s: %w", addr, err)
 		}
 	}
-	return netip.MustParseAddrPort(c.LocalAddr().String())
+	return netip.MustParseAddrPort(c.LocalAddr().String()), nil
 }
 
 func dialTCP(addr string) (net.Conn, error) { return net.DialTimeout("tcp", addr, 3*time.Second) }
