@@ -1,0 +1,321 @@
+// Command ps-sniff is PortSentry 1.2's stealth (-stcp, -sudp) and advanced
+// (-atcp, -audp) modes as a sensor: it watches the packets arriving at this
+// host through a packet socket with a kernel filter, or replays a capture
+// file, and writes one hit line for every probe on a watched port. It needs
+// root (CAP_NET_RAW) only to open the socket and then drops to RUN_AS_USER.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/portsentry/pipeline/ps-sniff/capture"
+	"github.com/portsentry/pipeline/ps-sniff/decode"
+	"github.com/portsentry/pipeline/ps-sniff/frag"
+	"github.com/portsentry/pipeline/ps-sniff/listening"
+	"github.com/portsentry/pipeline/ps-sniff/pcapfile"
+	"github.com/portsentry/pipeline/ps-sniff/probe"
+	"github.com/portsentry/pipeline/ps-sniff/sensor"
+	"github.com/portsentry/pipeline/shared/alert"
+	"github.com/portsentry/pipeline/shared/config"
+	"github.com/portsentry/pipeline/shared/event"
+	"github.com/portsentry/pipeline/shared/privdrop"
+	"github.com/portsentry/pipeline/shared/stage"
+	"github.com/portsentry/pipeline/shared/transport"
+)
+
+// refreshEvery is how often the listening sockets and the host's addresses
+// are read again in the background; a hit also re-reads the sockets first.
+const refreshEvery = 500 * time.Millisecond
+
+func main() {
+	app := &cli.App{
+		Name:      "ps-sniff",
+		Usage:     "detect stealth scans from raw packets and report every probe on a watched port",
+		UsageText: "ps-sniff -atcp -audp | ps-judge | ps-block\n   ps-sniff -stcp -i eth0 --connect /run/portsentry/judge.sock\n   ps-sniff -atcp -r scan.pcap --addr 198.18.0.2",
+		Flags: append(stage.ConfigFlags(), stage.ConnectFlag(),
+			&cli.BoolFlag{Name: "stcp", Usage: "stealth TCP mode: watch TCP_PORTS without binding them"},
+			&cli.BoolFlag{Name: "sudp", Usage: "stealth UDP mode: watch UDP_PORTS without binding them"},
+			&cli.BoolFlag{Name: "atcp", Usage: "advanced TCP mode: watch every port below ADVANCED_PORTS_TCP that no daemon listens on"},
+			&cli.BoolFlag{Name: "audp", Usage: "advanced UDP mode: watch every port below ADVANCED_PORTS_UDP that no socket is bound to"},
+			&cli.StringFlag{Name: "i", Usage: "capture on interface `IFACE` only (default: every interface but loopback)"},
+			&cli.BoolFlag{Name: "loopback", Usage: "capture on the loopback interface too"},
+			&cli.StringFlag{Name: "r", Usage: "replay the pcap or pcapng `FILE` instead of capturing"},
+			&cli.StringSliceFlag{Name: "addr", Usage: "with -r: this host's `ADDRESS`es (default: every destination in the file)"},
+		),
+		Action: run,
+	}
+	if err := app.Run(os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "ps-sniff:", err)
+		os.Exit(1)
+	}
+}
+
+func run(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return stage.Fatal("unexpected argument %q", c.Args().First())
+	}
+	if c.Bool("stcp") && c.Bool("atcp") || c.Bool("sudp") && c.Bool("audp") {
+		return stage.Fatal("one TCP mode and one UDP mode per process at most")
+	}
+	if !c.Bool("stcp") && !c.Bool("atcp") && !c.Bool("sudp") && !c.Bool("audp") {
+		return stage.Fatal("no mode: give -stcp or -atcp, and/or -sudp or -audp")
+	}
+	if c.IsSet("addr") && c.String("r") == "" {
+		return stage.Fatal("--addr only applies to -r")
+	}
+	cfg, log, err := stage.Setup(c, "ps-sniff")
+	if err != nil {
+		return stage.Fatal("%v", err)
+	}
+	defer log.Close()
+	log.Admin("portsentry is starting.")
+	s := &sensor.Sensor{
+		TCP:     watch(cfg, c.Bool("stcp"), c.Bool("atcp"), event.ModeSTCP, event.ModeATCP),
+		UDP:     watch(cfg, c.Bool("sudp"), c.Bool("audp"), event.ModeSUDP, event.ModeAUDP),
+		Decoder: decode.New(frag.DefaultLimits),
+		OnHit: func(e *event.Event) {
+			log.AttackLimited("%s from host: %s/%s to %s port: %d", e.Scan.Describe(), e.Src, e.Src, e.Proto.Upper(), e.Dport)
+		},
+	}
+	for _, w := range []*sensor.Watch{s.TCP, s.UDP} {
+		if w != nil && !w.Advanced && len(w.Ports.List()) == 0 {
+			return stage.Fatal("%s_PORTS is empty: no %s port to watch", w.Mode.Proto().Upper(), w.Mode.Proto().Upper())
+		}
+	}
+	if file := c.String("r"); file != "" {
+		err = replay(c, log, s, file)
+	} else {
+		err = live(c, cfg, log, s)
+	}
+	st := &s.Decoder.Stats
+	log.Admin("%d hits; %d probes to other hosts, %d to listening ports; %d reassembled, %d fragment queues expired, %d probes with bad TCP options",
+		s.Hits, s.NotLocal, s.ToListening, st.Reassembled, st.FragExpired, st.TCPBadOptions)
+	st.Each(func(r decode.Reason, n uint64) {
+		if r.Malformed() {
+			log.Admin("%d packets dropped as %s", n, r)
+		}
+	})
+	if err != nil {
+		return stage.Fatal("%v", err)
+	}
+	return nil
+}
+
+// watch builds the watch of the mode asked for, nil when neither is.
+func watch(cfg *config.Config, stealth, advanced bool, sm, am event.Mode) *sensor.Watch {
+	ports, below, exclude := cfg.TCPPorts, cfg.AdvancedPortsTCP, cfg.AdvancedExcludeTCP
+	if sm == event.ModeSUDP {
+		ports, below, exclude = cfg.UDPPorts, cfg.AdvancedPortsUDP, cfg.AdvancedExcludeUDP
+	}
+	w := &sensor.Watch{Mode: sm}
+	switch {
+	case advanced:
+		w.Mode, w.Advanced, w.Below, ports = am, true, below, exclude
+	case !stealth:
+		return nil
+	}
+	for _, p := range ports {
+		w.Ports.Add(p)
+	}
+	return w
+}
+
+// filter passes the ports the watches can report, nothing above them.
+func filter(s *sensor.Sensor) capture.Filter {
+	below := func(w *sensor.Watch) int {
+		if w.Advanced {
+			return w.Below
+		}
+		ps := w.Ports.List()
+		return int(ps[len(ps)-1]) + 1
+	}
+	var f capture.Filter
+	if s.TCP != nil {
+		f.TCP, f.TCPBelow = true, below(s.TCP)
+	}
+	if s.UDP != nil {
+		f.UDP, f.UDPBelow = true, below(s.UDP)
+	}
+	return f
+}
+
+// startLines logs what each mode watches, as 1.2 did at start.
+func startLines(log *alert.Logger, s *sensor.Sensor, at time.Time) {
+	for _, w := range []*sensor.Watch{s.TCP, s.UDP} {
+		if w == nil {
+			continue
+		}
+		proto := probe.ProtoTCP
+		if w.Mode.Proto() == event.ProtoUDP {
+			proto = probe.ProtoUDP
+		}
+		up := w.Mode.Proto().Upper()
+		if w.Advanced {
+			log.Admin("Advanced mode will monitor first %d ports", w.Below)
+			for _, p := range w.Ports.List() {
+				log.Admin("Advanced mode will manually exclude port: %d", p)
+			}
+			for p := 1; p < w.Below; p++ {
+				if w.Covers(uint16(p)) && s.Listening.Listening(proto, uint16(p), at) {
+					log.Admin("Advanced Stealth scan detection mode activated. Ignored %s port: %d", up, p)
+				}
+			}
+			continue
+		}
+		for _, p := range w.Ports.List() {
+			if s.Listening.Listening(proto, p, at) {
+				log.Admin("Stealth scan detection mode activated. Ignored %s port: %d (in use)", up, p)
+			} else {
+				log.Admin("Going into stealth listen mode on %s port: %d", up, p)
+			}
+		}
+	}
+}
+
+func live(c *cli.Context, cfg *config.Config, log *alert.Logger, s *sensor.Sensor) error {
+	h, err := capture.Open(capture.Config{
+		Interface: c.String("i"),
+		Loopback:  c.Bool("loopback"),
+		Filter:    filter(s),
+	})
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	lw, err := listening.NewWatcher("/proc/net", s.TCP != nil, s.UDP != nil)
+	if err != nil {
+		return err
+	}
+	lw.OnError = func(err error) { log.Admin("%v", err) }
+	var addrs sensor.HostAddrs
+	if err := addrs.Refresh(); err != nil {
+		return err
+	}
+	// Privileges go before anything reads from the network.
+	msg, err := privdrop.To(cfg.RunAsUser)
+	if err != nil {
+		return err
+	}
+	log.Admin("%s", msg)
+	s.Listening, s.IsLocal = lw, addrs.Has
+	out := stage.Output(c, log)
+	defer out.Close()
+	s.Out = out
+
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer cancel()
+	go lw.Run(ctx, refreshEvery)
+	go func() {
+		t := time.NewTicker(refreshEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				h.Close() // wakes the read loop
+				return
+			case <-t.C:
+				if err := addrs.Refresh(); err != nil {
+					log.Admin("%v", err)
+				}
+			}
+		}
+	}()
+	startLines(log, s, time.Now())
+	log.Admin("PortSentry is now active and listening.")
+	err = readLoop(h, s, out)
+	if ctx.Err() != nil && errors.Is(err, os.ErrClosed) {
+		log.Admin("stopping on signal")
+		return nil
+	}
+	if errors.Is(err, transport.ErrDownstreamClosed) {
+		return fmt.Errorf("%w: stopping", err)
+	}
+	return err
+}
+
+// readLoop handles packets as they come and flushes the output whenever no
+// further packet is pending, so each hit leaves at once and a burst of them
+// leaves in one write.
+func readLoop(h *capture.Handle, s *sensor.Sensor, out *transport.Sink) error {
+	for {
+		pkt, err := h.Read(false)
+		if errors.Is(err, capture.ErrWouldBlock) {
+			if err := out.Flush(); err != nil {
+				return err
+			}
+			s.Decoder.Sweep(time.Now())
+			pkt, err = h.Read(true)
+		}
+		if err != nil {
+			return err
+		}
+		if err := s.Packet(decode.LinkRaw, pkt.Data, pkt.Time); err != nil {
+			return err
+		}
+	}
+}
+
+func replay(c *cli.Context, log *alert.Logger, s *sensor.Sensor, file string) error {
+	isLocal := func(netip.Addr) bool { return true }
+	if list := c.StringSlice("addr"); len(list) > 0 {
+		set := map[netip.Addr]bool{}
+		for _, a := range list {
+			ip, err := netip.ParseAddr(a)
+			if err != nil {
+				return fmt.Errorf("--addr %q: %w", a, err)
+			}
+			set[ip.Unmap()] = true
+		}
+		isLocal = func(a netip.Addr) bool { return set[a] }
+	}
+	// First pass: the ports the host answered stand for its listening sockets.
+	learn := &sensor.Learner{IsLocal: isLocal}
+	d := decode.New(frag.DefaultLimits)
+	var p probe.Probe
+	if err := eachPacket(file, func(lt decode.LinkType, data []byte, ts time.Time) error {
+		learn.Add(&p, d.Decode(lt, data, ts, &p))
+		return nil
+	}); err != nil {
+		return err
+	}
+	s.Listening, s.IsLocal = &learn.Ports, isLocal
+	out := stage.Output(c, log)
+	defer out.Close()
+	s.Out = out
+	startLines(log, s, time.Time{})
+	log.Admin("replaying %s", file)
+	if err := eachPacket(file, s.Packet); err != nil {
+		return err
+	}
+	return out.Flush()
+}
+
+func eachPacket(file string, fn func(decode.LinkType, []byte, time.Time) error) error {
+	r, err := pcapfile.Open(file)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	for {
+		data, ts, err := r.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := fn(r.Link(), data, ts); err != nil {
+			return err
+		}
+	}
+}
