@@ -105,28 +105,28 @@ type Datagram struct {
 type span struct{ start, end int32 }
 
 type slot struct {
-	key       Key
-	deadline  int64 // UnixNano
-	total     int   // payload length, once known or as far as seen
-	meat      int   // bytes received
-	first     bool  // offset 0 received
-	last      bool  // MF=0 received
-	frags     int
-	hdrLen    int
-	next      uint8
-	cut       int    // captured bytes are reliable below this offset
-	runs      []span // disjoint, sorted; like the kernel's fragment runs
-	prefix    []byte
-	inUse     bool
-	nextSweep int64
+	key      Key
+	deadline int64 // UnixNano
+	total    int   // payload length, once known or as far as seen
+	meat     int   // bytes received
+	first    bool  // offset 0 received
+	last     bool  // MF=0 received
+	frags    int
+	hdrLen   int
+	next     uint8
+	cut      int    // captured bytes are reliable below this offset
+	runs     []span // disjoint, sorted; like the kernel's fragment runs
+	prefix   []byte
+	inUse    bool
 }
 
 // Reassembler holds datagrams in reassembly. It is not safe for concurrent use.
 type Reassembler struct {
-	lim       Limits
-	slots     []slot
-	free      []int32
-	index     map[Key]int32
+	lim   Limits
+	slots []slot
+	free  []int32
+	index map[Key]int32
+	// nextSweep is when (UnixNano, packet time) Add next sweeps for expired queues.
 	nextSweep int64
 	// Expired counts datagrams dropped because their time ran out.
 	Expired uint64
