@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -123,7 +124,7 @@ func writeConfig(t *testing.T, lines ...string) string {
 }
 
 // readHits decodes the event lines of r into a channel, closed at EOF.
-func readHits(t *testing.T, r *os.File) <-chan event.Event {
+func readHits(t *testing.T, r io.Reader) <-chan event.Event {
 	ch := make(chan event.Event, 4096)
 	go func() {
 		defer close(ch)

@@ -75,9 +75,10 @@ func run(c *cli.Context) error {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sig)
-	done := make(chan struct{})
+	done, watched := make(chan struct{}), make(chan struct{})
 	stopped := make(chan os.Signal, 1)
 	go func() {
+		defer close(watched)
 		select {
 		case v := <-sig:
 			stopped <- v
@@ -89,6 +90,7 @@ func run(c *cli.Context) error {
 	log.Admin("PortSentry is now active and listening.")
 	err = s.Run()
 	close(done)
+	<-watched // no Stop may reach the sensor once it is closed
 	if err != nil {
 		if errors.Is(err, transport.ErrDownstreamClosed) {
 			return stage.Fatal("%v: stopping", err)

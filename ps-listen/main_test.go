@@ -2,9 +2,11 @@ package main
 
 import (
 	"errors"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -348,5 +350,51 @@ func TestBinaryDescriptorLimit(t *testing.T) {
 		dst := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), ports[0])
 		src := probe(t, "tcp", dst.String())
 		checkHit(t, nextHit(t, hits), "tcp", src, dst)
+	}
+}
+
+// TestBinaryConnect: with --connect the hits go to the Unix socket, and
+// standard output carries nothing.
+func TestBinaryConnect(t *testing.T) {
+	bin := build(t)
+	// Run as root, ps-listen connects as RUN_AS_USER: the socket must let it,
+	// as an administrator's would.
+	dir, err := os.MkdirTemp("", "ps-listen-connect")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	path := filepath.Join(dir, "judge.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	for name, mode := range map[string]os.FileMode{dir: 0o755, path: 0o666} {
+		if err := os.Chmod(name, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ports := freePorts(t, 1)
+	p := startProc(t, bin, "-udp", "--connect", path, "-c", writeConfig(t, `UDP_PORTS="`+portList(ports)+`"`))
+	p.waitActive(t)
+	stdout := readHits(t, p.out)
+
+	dst := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), ports[0])
+	src := probe(t, "udp", dst.String())
+	ln.SetDeadline(time.Now().Add(5 * time.Second))
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatalf("ps-listen did not connect: %v", err)
+	}
+	defer c.Close()
+	checkHit(t, nextHit(t, readHits(t, c)), "udp", src, dst)
+
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.wait(t); code != 0 {
+		t.Errorf("exit status %d after SIGTERM", code)
+	}
+	if ev, ok := <-stdout; ok {
+		t.Errorf("standard output carried %s", event.Encode(&ev))
 	}
 }

@@ -155,17 +155,17 @@ func (s *sensor) accept(so *socket) error {
 			time.Sleep(10 * time.Millisecond)
 			return nil
 		}
-		local, lerr := unix.Getsockname(fd)
+		// The accepted socket's own address: the true port even if the
+		// list of bound ports has holes, the true address on a wildcard.
+		dst := netip.AddrPortFrom(wildcard(so.v6), so.port)
+		if local, err := unix.Getsockname(fd); err == nil {
+			dst = sockaddr(local)
+		}
 		if len(s.banner) > 0 {
 			unix.Write(fd, s.banner) // best effort: the peer may be gone already
 		}
 		unix.Close(fd)
-		if lerr != nil {
-			return fmt.Errorf("getsockname on TCP port %d: %w", so.port, lerr)
-		}
-		// The accepted socket's own address: the true port even if the
-		// list of bound ports has holes, the true address on a wildcard.
-		if err := s.hit(event.ModeTCP, event.ScanConnect, sockaddr(peer), sockaddr(local)); err != nil {
+		if err := s.hit(event.ModeTCP, event.ScanConnect, sockaddr(peer), dst); err != nil {
 			return err
 		}
 	}
@@ -215,7 +215,7 @@ func sockaddr(sa unix.Sockaddr) netip.AddrPort {
 }
 
 // pktinfo is the destination address of a datagram from its control
-// messages, or the unspecified address if the kernel gave none.
+// messages, or the wildcard if the kernel gave none.
 func pktinfo(oob []byte, v6 bool) netip.Addr {
 	msgs, err := unix.ParseSocketControlMessage(oob)
 	if err == nil {
@@ -229,6 +229,12 @@ func pktinfo(oob []byte, v6 bool) netip.Addr {
 			}
 		}
 	}
+	return wildcard(v6)
+}
+
+// wildcard is the address a socket is bound to, for when the kernel does not
+// say which local address a probe reached.
+func wildcard(v6 bool) netip.Addr {
 	if v6 {
 		return netip.IPv6Unspecified()
 	}
