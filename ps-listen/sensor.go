@@ -44,12 +44,14 @@ type sensor struct {
 }
 
 // newSensor registers socks with a new epoll set; the sensor owns them from
-// then on, even when it fails. With watchOut, the output
-// pipe is watched too, so that a dead downstream ends the sensor at once
-// rather than at the next hit.
+// then on, even when it fails. With watchOut, the output pipe is watched
+// too, so that a dead downstream ends the sensor at once rather than at the
+// next hit. A banner larger than a socket's send buffer (16 KiB by default)
+// is cut there: nothing waits for a peer to read.
 func newSensor(socks []*socket, out *transport.Sink, log *alert.Logger, banner string, watchOut bool) (*sensor, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
+		closeAll(socks)
 		return nil, fmt.Errorf("epoll: %w", err)
 	}
 	s := &sensor{socks: socks, epfd: epfd, wake: -1, out: out, log: log, banner: []byte(banner),
