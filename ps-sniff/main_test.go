@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/portsentry/pipeline/ps-sniff/internal/netnstest"
 	"github.com/portsentry/pipeline/shared/event"
+	"github.com/portsentry/pipeline/shared/netlab"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -117,12 +117,12 @@ func TestBadInvocations(t *testing.T) {
 
 // TestLive runs ps-sniff -atcp -audp in the sensor namespace and scans it.
 func TestLive(t *testing.T) {
-	lab := netnstest.New(t)
+	lab := netlab.New(t)
 	// A daemon on 22, bound before the start; and later a port bound just
 	// before it is probed, like an FTP data port.
 	var ssh, ftpData net.Listener
 	var err error
-	netnstest.InNamespace(t, lab.Sensor, func() { ssh, err = net.Listen("tcp", ":22") })
+	netlab.InNamespace(t, lab.Sensor, func() { ssh, err = net.Listen("tcp", ":22") })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +183,7 @@ func TestLive(t *testing.T) {
 	lab.Run(t, lab.Scanner, 20*time.Second, "nmap", "-6", "-sF", "-Pn", "-n", "-p", "79", "--max-retries", "0", lab.Sensor6.String())
 	lab.Run(t, lab.Scanner, 20*time.Second, "hping3", "-q", "-2", "-p", "69", "-c", "1", s4)
 	lab.Run(t, lab.Scanner, 20*time.Second, "hping3", "-q", "-A", "-p", "30", "-c", "1", s4)
-	netnstest.InNamespace(t, lab.Sensor, func() { ftpData, err = net.Listen("tcp", ":40") })
+	netlab.InNamespace(t, lab.Sensor, func() { ftpData, err = net.Listen("tcp", ":40") })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/portsentry/pipeline/ps-block/hostsdeny"
-	"github.com/portsentry/pipeline/ps-block/internal/netnstest"
 	"github.com/portsentry/pipeline/ps-block/nft"
+	"github.com/portsentry/pipeline/shared/netlab"
 	"github.com/portsentry/pipeline/shared/transport"
 )
 
@@ -41,10 +41,10 @@ func feedAll(b *Blocker, lines [][]byte) {
 // added to the kernel sets (in a namespace of its own) and recorded in the
 // blocked and history files, with one result line each.
 func BenchmarkEndToEndNFT100k(b *testing.B) {
-	ns := netnstest.New(b, "e2e")
+	ns := netlab.NewNS(b, "e2e")
 	conn, err := nft.Open(ns.Fd)
 	if err != nil {
-		netnstest.SkipOrFail(b, "nftables netlink: %v", err)
+		netlab.SkipOrFail(b, "nftables netlink: %v", err)
 	}
 	defer conn.CloseLasting()
 	lines := decisionLines(100_000)

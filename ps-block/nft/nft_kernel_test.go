@@ -10,16 +10,16 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
-	"github.com/portsentry/pipeline/ps-block/internal/netnstest"
+	"github.com/portsentry/pipeline/shared/netlab"
 )
 
 // kernelConn opens a lasting nftables connection inside a fresh namespace.
-func kernelConn(t testing.TB, tag string) (*nftables.Conn, *netnstest.NS) {
+func kernelConn(t testing.TB, tag string) (*nftables.Conn, *netlab.NS) {
 	t.Helper()
-	ns := netnstest.New(t, tag)
+	ns := netlab.NewNS(t, tag)
 	c, err := Open(ns.Fd)
 	if err != nil {
-		netnstest.SkipOrFail(t, "nftables netlink in namespace %s: %v", ns.Name, err)
+		netlab.SkipOrFail(t, "nftables netlink in namespace %s: %v", ns.Name, err)
 	}
 	t.Cleanup(func() { _ = c.CloseLasting() })
 	return c, ns
@@ -184,7 +184,7 @@ func TestKernelElementExpires(t *testing.T) {
 // blocked source no longer gets through, while it did before.
 func TestKernelProbeDropped(t *testing.T) {
 	c, victim := kernelConn(t, "vic")
-	attacker := netnstest.New(t, "att")
+	attacker := netlab.NewNS(t, "att")
 	victim.Run(t, "ip", "link", "add", "psb0", "type", "veth", "peer", "name", "psb1", "netns", attacker.Name)
 	victim.Run(t, "ip", "addr", "add", "198.18.5.1/24", "dev", "psb0")
 	victim.Run(t, "ip", "addr", "add", "2001:db8:5::1/64", "dev", "psb0", "nodad")

@@ -10,15 +10,15 @@ import (
 
 	"github.com/portsentry/pipeline/ps-sniff/decode"
 	"github.com/portsentry/pipeline/ps-sniff/frag"
-	"github.com/portsentry/pipeline/ps-sniff/internal/netnstest"
 	"github.com/portsentry/pipeline/ps-sniff/probe"
+	"github.com/portsentry/pipeline/shared/netlab"
 )
 
-func openIn(t *testing.T, lab *netnstest.Lab, cfg Config) *Handle {
+func openIn(t *testing.T, lab *netlab.Lab, cfg Config) *Handle {
 	t.Helper()
 	var h *Handle
 	var err error
-	netnstest.InNamespace(t, lab.Sensor, func() { h, err = Open(cfg) })
+	netlab.InNamespace(t, lab.Sensor, func() { h, err = Open(cfg) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +62,7 @@ func drain(t *testing.T, h *Handle, idle time.Duration, limit int) []string {
 }
 
 func TestLive(t *testing.T) {
-	lab := netnstest.New(t)
+	lab := netlab.New(t)
 	h := openIn(t, lab, Config{Filter: Filter{TCP: true, UDP: true, TCPBelow: 1024, UDPBelow: 65536}})
 	s4, s6 := lab.Sensor4.String(), lab.Sensor6.String()
 	sends := [][]string{
@@ -124,7 +124,7 @@ func TestLive(t *testing.T) {
 // TestLiveInterface binds to the veth by name and checks that reading costs
 // no allocation, pending or not.
 func TestLiveInterface(t *testing.T) {
-	lab := netnstest.New(t)
+	lab := netlab.New(t)
 	h := openIn(t, lab, Config{Interface: lab.SensorIf, Filter: Filter{UDP: true}})
 	if _, err := h.Read(false); !errors.Is(err, ErrWouldBlock) {
 		t.Fatalf("empty socket: %v", err)
@@ -153,7 +153,7 @@ func TestOpenErrors(t *testing.T) {
 
 // TestCloseWakesRead: a Read blocked on an idle socket returns on Close.
 func TestCloseWakesRead(t *testing.T) {
-	lab := netnstest.New(t)
+	lab := netlab.New(t)
 	h := openIn(t, lab, Config{Filter: Filter{UDP: true}})
 	done := make(chan error, 1)
 	go func() { _, err := h.Read(true); done <- err }()

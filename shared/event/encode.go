@@ -2,6 +2,7 @@ package event
 
 import (
 	"encoding/json"
+	"net/netip"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -23,23 +24,23 @@ func Append(dst []byte, e *Event) []byte {
 		dst = appendString(dst, "sensor", e.Sensor)
 		dst = appendString(dst, "mode", e.Mode.String())
 		dst = appendString(dst, "proto", e.Proto.String())
-		dst = appendString(dst, "src", e.Src.String())
+		dst = appendAddr(dst, "src", e.Src)
 		dst = appendInt(dst, "sport", int(e.Sport))
-		dst = appendString(dst, "dst", e.Dst.String())
+		dst = appendAddr(dst, "dst", e.Dst)
 		dst = appendInt(dst, "dport", int(e.Dport))
 		dst = appendString(dst, "scan", e.Scan.String())
 		if e.Flags != "" {
 			dst = appendString(dst, "flags", e.Flags)
 		}
 	case KindResult:
-		dst = appendString(dst, "target", e.Target.String())
+		dst = appendAddr(dst, "target", e.Target)
 		dst = appendString(dst, "mode", e.Mode.String())
 		dst = appendString(dst, "action", e.Action)
 		dst = append(dst, `,"ok":`...)
 		dst = strconv.AppendBool(dst, e.OK)
 		dst = appendString(dst, "detail", truncate(e.Detail, maxDetail))
 	default:
-		dst = appendString(dst, "target", e.Target.String())
+		dst = appendAddr(dst, "target", e.Target)
 		dst = appendString(dst, "mode", e.Mode.String())
 		if e.Kind != KindUnblock {
 			dst = appendString(dst, "proto", e.Mode.Proto().String())
@@ -63,6 +64,14 @@ func Encode(e *Event) []byte { return Append(make([]byte, 0, 256), e) }
 
 func appendTime(dst []byte, t time.Time) []byte {
 	return t.UTC().AppendFormat(dst, time.RFC3339Nano)
+}
+
+func appendAddr(dst []byte, key string, a netip.Addr) []byte {
+	dst = append(dst, `,"`...)
+	dst = append(dst, key...)
+	dst = append(dst, `":"`...)
+	dst = a.AppendTo(dst)
+	return append(dst, '"')
 }
 
 func appendInt(dst []byte, key string, n int) []byte {

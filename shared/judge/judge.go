@@ -82,13 +82,18 @@ type Trigger struct {
 	evicted    uint64
 }
 
+// preallocHosts is how many hosts' room is made at once: the default
+// STATE_MAX_HOSTS fits, so a flood never makes the table grow (and leave
+// the old, half-size copies behind for the collector) while it streams in.
+const preallocHosts = 1 << 17
+
 // NewTrigger returns a Trigger with room for s.MaxHosts hosts.
 func NewTrigger(s Settings) *Trigger {
 	if s.MaxHosts < 1 {
 		s.MaxHosts = 1
 	}
-	t := &Trigger{s: s, index: make(map[key]int32, min(s.MaxHosts, 1<<16)), head: -1, tail: -1}
-	t.hosts = make([]host, 0, min(s.MaxHosts, 1<<16))
+	t := &Trigger{s: s, index: make(map[key]int32, min(s.MaxHosts, preallocHosts)), head: -1, tail: -1}
+	t.hosts = make([]host, 0, min(s.MaxHosts, preallocHosts))
 	t.free = -1
 	return t
 }

@@ -51,23 +51,23 @@ func TestTrigger(t *testing.T) {
 		}},
 		{"slow scan, one probe every 15 s, still adds up", with(func(s *Settings) { s.ScanTrigger = 3 }), []step{
 			{hit(a, event.ModeATCP, 1, 0), Counted, 0},
-			{hit(a, event.ModeATCP, 2, 15 * time.Second), Counted, 0},
-			{hit(a, event.ModeATCP, 3, 30 * time.Second), Counted, 0},
-			{hit(a, event.ModeATCP, 4, 45 * time.Second), Tripped, event.KindBlock},
+			{hit(a, event.ModeATCP, 2, 15*time.Second), Counted, 0},
+			{hit(a, event.ModeATCP, 3, 30*time.Second), Counted, 0},
+			{hit(a, event.ModeATCP, 4, 45*time.Second), Tripped, event.KindBlock},
 		}},
 		{"a count is forgotten after the idle timeout", with(func(s *Settings) { s.ScanTrigger = 1 }), []step{
 			{hit(a, event.ModeATCP, 1, 0), Counted, 0},
-			{hit(a, event.ModeATCP, 2, 61 * time.Minute), Counted, 0},
-			{hit(a, event.ModeATCP, 3, 62 * time.Minute), Tripped, event.KindBlock},
+			{hit(a, event.ModeATCP, 2, 61*time.Minute), Counted, 0},
+			{hit(a, event.ModeATCP, 3, 62*time.Minute), Tripped, event.KindBlock},
 		}},
 		{"a decision with a duration ends, then the host is judged afresh", with(func(s *Settings) { s.BlockDuration = 10 * time.Minute }), []step{
 			{hit(a, event.ModeATCP, 1, 0), Tripped, event.KindBlock},
-			{hit(a, event.ModeATCP, 2, 9 * time.Minute), Decided, 0},
-			{hit(a, event.ModeATCP, 3, 10 * time.Minute), Tripped, event.KindBlock},
+			{hit(a, event.ModeATCP, 2, 9*time.Minute), Decided, 0},
+			{hit(a, event.ModeATCP, 3, 10*time.Minute), Tripped, event.KindBlock},
 		}},
 		{"a decision without a duration never ends", base, []step{
 			{hit(a, event.ModeATCP, 1, 0), Tripped, event.KindBlock},
-			{hit(a, event.ModeATCP, 2, 1000 * time.Hour), Decided, 0},
+			{hit(a, event.ModeATCP, 2, 1000*time.Hour), Decided, 0},
 		}},
 		{"BLOCK_x 0 and 2 give alert and run", with(func(s *Settings) { s.BlockTCP, s.BlockUDP = 0, 2 }), []step{
 			{hit(a, event.ModeTCP, 1, 0), Tripped, event.KindAlert},

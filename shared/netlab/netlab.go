@@ -1,9 +1,10 @@
-// Package netnstest builds a two-namespace lab for ps-sniff's live tests: a
-// scanner namespace and a sensor namespace joined by a veth pair, addressed
-// only from 198.18.0.0/15 and 2001:db8::/32, and torn down in t.Cleanup even
-// when the test fails. Without root or the ip tool the test is skipped,
-// loudly, unless CI=true, where that is a failure.
-package netnstest
+// Package netlab gives tests real network namespaces: a single namespace of
+// their own (NewNS), or a two-namespace lab (New), a scanner and a sensor
+// joined by a veth pair, addressed only from 198.18.0.0/15 and
+// 2001:db8::/32. Everything is torn down in t.Cleanup even when the test
+// fails. Without root or the ip tool a test is skipped, loudly, unless
+// CI=true, where that is a failure.
+package netlab
 
 import (
 	"context"
@@ -27,9 +28,9 @@ type Lab struct {
 	Scanner6, Sensor6   netip.Addr
 }
 
-// Skip skips t, or fails it when CI=true: in CI a missing capability is a
-// broken runner, not a reason to test less.
-func Skip(t testing.TB, format string, args ...any) {
+// SkipOrFail skips t, or fails it when CI=true: in CI a missing capability
+// is a broken runner, not a reason to test less.
+func SkipOrFail(t testing.TB, format string, args ...any) {
 	t.Helper()
 	msg := fmt.Sprintf(format, args...)
 	if os.Getenv("CI") == "true" {
@@ -43,10 +44,10 @@ func Skip(t testing.TB, format string, args ...any) {
 func New(t testing.TB) *Lab {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		Skip(t, "needs root for network namespaces")
+		SkipOrFail(t, "needs root for network namespaces")
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
-		Skip(t, "no ip tool: %v", err)
+		SkipOrFail(t, "no ip tool: %v", err)
 	}
 	seq++
 	id := fmt.Sprintf("%d%d", os.Getpid()%100000, seq)
@@ -85,7 +86,7 @@ func New(t testing.TB) *Lab {
 	}
 	for _, s := range steps {
 		if out, err := exec.Command("ip", s...).CombinedOutput(); err != nil {
-			Skip(t, "ip %s: %v: %s", strings.Join(s, " "), err, out)
+			SkipOrFail(t, "ip %s: %v: %s", strings.Join(s, " "), err, out)
 		}
 	}
 	// Resolve neighbours once, so that scanners that give up fast (nmap
@@ -134,7 +135,7 @@ func InNamespace(t testing.TB, ns string, fn func()) {
 func (l *Lab) Run(t testing.TB, ns string, limit time.Duration, args ...string) string {
 	t.Helper()
 	if _, err := exec.LookPath(args[0]); err != nil {
-		Skip(t, "no %s: %v", args[0], err)
+		SkipOrFail(t, "no %s: %v", args[0], err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
@@ -145,4 +146,69 @@ func (l *Lab) Run(t testing.TB, ns string, limit time.Duration, args ...string) 
 		t.Fatalf("%s: %v (limit %v): %s", strings.Join(args, " "), err, limit, out)
 	}
 	return string(out)
+}
+
+// NS is a named network namespace and an open descriptor of it.
+type NS struct {
+	Name string
+	Fd   int
+}
+
+// NewNS makes a namespace with a name unique to this process and tag, and
+// removes it in t.Cleanup, even when the test fails.
+func NewNS(t testing.TB, tag string) *NS {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		SkipOrFail(t, "needs root for network namespaces")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		SkipOrFail(t, "the ip command (iproute2) is missing: %v", err)
+	}
+	seq++
+	name := fmt.Sprintf("ps-%s-%d-%d", tag, os.Getpid()%100000, seq)
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		SkipOrFail(t, "ip netns add %s: %v: %s", name, err, strings.TrimSpace(string(out)))
+	}
+	ns := &NS{Name: name, Fd: -1}
+	t.Cleanup(func() {
+		if ns.Fd >= 0 {
+			_ = unix.Close(ns.Fd)
+		}
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			t.Errorf("ip netns del %s: %v: %s", name, err, out)
+		}
+	})
+	fd, err := unix.Open("/run/netns/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatalf("open namespace %s: %v", name, err)
+	}
+	ns.Fd = fd
+	ns.Run(t, "ip", "link", "set", "lo", "up")
+	return ns
+}
+
+// Run runs an iproute2 command inside the namespace and fails the test on
+// error.
+func (ns *NS) Run(t testing.TB, name string, args ...string) {
+	t.Helper()
+	argv := append([]string{"netns", "exec", ns.Name, name}, args...)
+	if out, err := exec.Command("ip", argv...).CombinedOutput(); err != nil {
+		t.Fatalf("ip %s: %v: %s", strings.Join(argv, " "), err, out)
+	}
+}
+
+// Do runs f on an OS thread that has entered the namespace, so sockets f
+// opens belong to it. The thread is never handed back to the scheduler:
+// the goroutine exits locked, and Go then ends the thread.
+func (ns *NS) Do(f func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := unix.Setns(ns.Fd, unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("setns %s: %w", ns.Name, err)
+			return
+		}
+		errc <- f()
+	}()
+	return <-errc
 }
