@@ -9,7 +9,7 @@ FUZZTIME       ?= 60s
 
 export CGO_ENABLED := 0
 
-.PHONY: all build test unit lint fuzz fuzz-short bench replay demo clean
+.PHONY: all build deps test unit lint fuzz fuzz-short bench replay demo clean
 
 all: build
 
@@ -26,7 +26,12 @@ FORCE:
 # The whole suite: lint, unit and kernel tests, end-to-end lab tests, and a
 # few seconds of every fuzz target. Root and network namespaces are needed for
 # the lab tests; with CI=true a test that cannot run them fails.
-test: build lint unit fuzz-short
+test: deps build lint unit fuzz-short
+
+# The lab's real peers (nmap, hping3, nftables, fail2ban, ...) from Debian's
+# packages, installed only where missing.
+deps:
+	@tests/install-deps.sh
 
 unit:
 	$(GO) test -count=1 -timeout 14m ./...
@@ -46,8 +51,14 @@ fuzz-short:
 fuzz:
 	@FUZZTIME=$(FUZZTIME) tests/fuzz-all.sh
 
+# Throughput, memory and lab figures; long, and prints what it is doing.
 bench: build
 	@tests/bench.sh
+
+# Sets up a two-namespace lab, scans it with and without the pipeline, and
+# prints what the scanner saw side by side; then tears the lab down.
+demo: build
+	@tests/demo.sh
 
 # Replays a captured hit log through ps-judge and ps-block --dry-run with the
 # built-in defaults: the decisions and what would be done, changing nothing.

@@ -14,8 +14,8 @@ if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
-  echo "install-deps: missing ${need[*]}; run as root to install them" >&2
-  exit 1
+  echo "install-deps: WARNING: missing ${need[*]}; not root, so not installed: lab tests will skip" >&2
+  exit 0
 fi
 echo "install-deps: installing ${need[*]}"
 export DEBIAN_FRONTEND=noninteractive
