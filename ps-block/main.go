@@ -19,6 +19,7 @@ import (
 	"github.com/portsentry/pipeline/ps-block/nft"
 	"github.com/portsentry/pipeline/shared/alert"
 	"github.com/portsentry/pipeline/shared/config"
+	"github.com/portsentry/pipeline/shared/stage"
 	"github.com/portsentry/pipeline/shared/guard"
 	"github.com/portsentry/pipeline/shared/transport"
 	"github.com/urfave/cli/v2"
@@ -28,13 +29,10 @@ func main() {
 	app := &cli.App{
 		Name:      "ps-block",
 		Usage:     "carry out PortSentry decisions: nftables, hosts.deny, KILL_ROUTE, KILL_RUN_CMD",
-		UsageText: "ps-judge | ps-block [-c FILE] [--syslog] [--listen PATH] [--dry-run]",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "configuration `FILE` (default " + config.DefaultPath + ", else built-in defaults)"},
-			&cli.BoolFlag{Name: "syslog", Usage: "log to syslog instead of stderr"},
-			&cli.StringFlag{Name: "listen", Usage: "read decisions from the Unix socket `PATH` (several writers) instead of stdin"},
+		UsageText: "ps-judge | ps-block [-c FILE] [--syslog] [--listen PATH] [--connect PATH] [--dry-run]",
+		Flags: append(stage.ConfigFlags(), stage.ListenFlag(), stage.ConnectFlag(),
 			&cli.BoolFlag{Name: "dry-run", Usage: "print what would be done and change nothing"},
-		},
+		),
 		Action: run,
 	}
 	if err := app.Run(os.Args); err != nil {
@@ -44,15 +42,14 @@ func main() {
 }
 
 func run(c *cli.Context) error {
-	log, err := alert.New("ps-block", c.Bool("syslog"))
+	if c.NArg() > 0 {
+		return stage.Fatal("unexpected argument %q (ps-block reads decision lines from standard input or --listen)", c.Args().First())
+	}
+	cfg, log, err := stage.Setup(c, "ps-block")
 	if err != nil {
-		return err
+		return stage.Fatal("%v", err)
 	}
 	defer log.Close()
-	cfg, err := config.Load(c.String("config"), func(w string) { log.Admin("%s", w) })
-	if err != nil {
-		return err
-	}
 	dry := c.Bool("dry-run")
 	bc, closeNFT, err := actions(cfg, dry, log)
 	if err != nil {
@@ -65,7 +62,7 @@ func run(c *cli.Context) error {
 	defer close(stop)
 	go keeper.Watch(stop)
 
-	out := transport.Stdout()
+	out := stage.Output(c, log)
 	defer out.Close()
 	bc.Out = out
 	bc.Log = log
@@ -94,7 +91,7 @@ func run(c *cli.Context) error {
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	if path := c.String("listen"); path != "" {
+	if path := c.String(stage.FlagListen); path != "" {
 		l, err := transport.Listen(path, b, log.Admin)
 		if err != nil {
 			return err

@@ -177,11 +177,9 @@ func (b *Blocker) Line(origin string, n int, data []byte, err error) {
 	if err != nil {
 		b.badLines++
 		b.cfg.Log.AttackLimited("%s line %d: %v (line ignored)", origin, n, err)
-		addr := ev.Target
-		if !addr.IsValid() {
-			addr = netip.IPv4Unspecified()
-		}
-		b.result(addr, ev.Mode, ActionInput, false, "%s line %d: %v", origin, n, err)
+		// A line that could not be read names no valid target or mode:
+		// the result then carries neither.
+		b.result(netip.Addr{}, event.ModeNone, ActionInput, false, "%s line %d: %v", origin, n, err)
 		return
 	}
 	switch ev.Kind {

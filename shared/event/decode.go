@@ -365,8 +365,12 @@ func (f *fields) validate(e *Event) error {
 	if e.Time, err = timeField(f.time, "time", true); err != nil {
 		return err
 	}
-	if e.Mode, err = modeField(f.mode); err != nil {
-		return err
+	// A result about a line that could not be read has no mode or target
+	// to name; every other line has both.
+	if e.Kind != KindResult || f.mode.set {
+		if e.Mode, err = modeField(f.mode); err != nil {
+			return err
+		}
 	}
 	if f.proto.set {
 		if e.Proto, err = enumField(f.proto, "proto", protoNames[:], ParseProto); err != nil {
@@ -387,8 +391,10 @@ func (f *fields) validate(e *Event) error {
 	case KindHit:
 		return f.validateHit(e)
 	case KindResult:
-		if err := f.validateTarget(e); err != nil {
-			return err
+		if f.target.set {
+			if err := f.validateTarget(e); err != nil {
+				return err
+			}
 		}
 		if e.Action, err = str(f.action, "action", true); err != nil {
 			return err

@@ -33,8 +33,12 @@ func Append(dst []byte, e *Event) []byte {
 			dst = appendString(dst, "flags", e.Flags)
 		}
 	case KindResult:
-		dst = appendAddr(dst, "target", e.Target)
-		dst = appendString(dst, "mode", e.Mode.String())
+		if e.Target.IsValid() {
+			dst = appendAddr(dst, "target", e.Target)
+		}
+		if e.Mode != ModeNone {
+			dst = appendString(dst, "mode", e.Mode.String())
+		}
 		dst = appendString(dst, "action", e.Action)
 		dst = append(dst, `,"ok":`...)
 		dst = strconv.AppendBool(dst, e.OK)
