@@ -46,12 +46,18 @@ func Stdout() *Sink {
 // NewWriter returns a Sink on any writer, for tests and tools.
 func NewWriter(w io.Writer) *Sink { return &Sink{w: bufio.NewWriterSize(w, 64*1024)} }
 
-// Connect returns a Sink on the Unix stream socket at path. It connects on
-// the first flush and reconnects after failures, keeping up to 4 MiB of
+// Connect returns a Sink on the Unix stream socket at path. It connects at
+// once if it can, else on the first flush, and reconnects after failures, keeping up to 4 MiB of
 // lines meanwhile; what overflows is dropped, counted and reported.
 func Connect(path string, logf func(format string, args ...any)) *Sink {
 	signal.Ignore(syscall.SIGPIPE)
 	s := &Sink{path: path, logf: logf, stop: make(chan struct{})}
+	// Dial now: a sensor about to drop its privileges connects while it
+	// still may. Failing is fine; the first flush tries again.
+	if c, err := net.Dial("unix", path); err == nil {
+		s.conn = c
+		logf("connected to %s", path)
+	}
 	// Lines held while the peer was away must not wait for the next input.
 	go func() {
 		t := time.NewTicker(250 * time.Millisecond)
