@@ -6,7 +6,6 @@ package main
 
 import (
 	"errors"
-	"fmt"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -35,10 +34,7 @@ func main() {
 		),
 		Action: run,
 	}
-	if err := app.Run(os.Args); err != nil {
-		fmt.Fprintln(os.Stderr, "ps-block:", err)
-		os.Exit(1)
-	}
+	stage.Main(app)
 }
 
 func run(c *cli.Context) error {

@@ -27,10 +27,7 @@ func main() {
 		Flags:     append(stage.ConfigFlags(), stage.ListenFlag(), stage.ConnectFlag()),
 		Action:    run,
 	}
-	if err := app.Run(os.Args); err != nil {
-		fmt.Fprintln(os.Stderr, "ps-judge:", err)
-		os.Exit(1)
-	}
+	stage.Main(app)
 }
 
 func run(c *cli.Context) error {

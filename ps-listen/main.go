@@ -32,10 +32,7 @@ func main() {
 		),
 		Action: run,
 	}
-	if err := app.Run(os.Args); err != nil {
-		fmt.Fprintln(os.Stderr, "ps-listen:", err)
-		os.Exit(1)
-	}
+	stage.Main(app)
 }
 
 func run(c *cli.Context) error {

@@ -54,10 +54,7 @@ func main() {
 		),
 		Action: run,
 	}
-	if err := app.Run(os.Args); err != nil {
-		fmt.Fprintln(os.Stderr, "ps-sniff:", err)
-		os.Exit(1)
-	}
+	stage.Main(app)
 }
 
 func run(c *cli.Context) error {

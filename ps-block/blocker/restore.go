@@ -42,18 +42,7 @@ func appendEnds(path string, ends []endLine) error {
 		sb.WriteString(l.String())
 		sb.WriteByte('\n')
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
-	if err != nil {
-		return fmt.Errorf("blocker: %w", err)
-	}
-	if _, err := f.WriteString(sb.String()); err != nil {
-		f.Close()
-		return fmt.Errorf("blocker: append to %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("blocker: close %s: %w", path, err)
-	}
-	return nil
+	return blockfile.AppendText(path, []byte(sb.String()))
 }
 
 // loadEnds reads the until file; lines it cannot read are reported and

@@ -82,11 +82,17 @@ func Append(path string, lines []Line) error {
 		buf.WriteString(l.String())
 		buf.WriteByte('\n')
 	}
+	return AppendText(path, buf.Bytes())
+}
+
+// AppendText appends text to path in one write, creating it (mode 0600) if
+// needed, never following a symlink: the append-only files ps-block keeps.
+func AppendText(path string, text []byte) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
 	if err != nil {
 		return fmt.Errorf("blockfile: %w", err)
 	}
-	if _, err := f.Write(buf.Bytes()); err != nil {
+	if _, err := f.Write(text); err != nil {
 		f.Close()
 		return fmt.Errorf("blockfile: append to %s: %w", path, err)
 	}

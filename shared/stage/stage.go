@@ -5,6 +5,7 @@ package stage
 
 import (
 	"fmt"
+	"os"
 
 	"github.com/portsentry/pipeline/shared/alert"
 	"github.com/portsentry/pipeline/shared/config"
@@ -70,4 +71,13 @@ func Output(c *cli.Context, log *alert.Logger) *transport.Sink {
 // exit status 1.
 func Fatal(format string, args ...any) error {
 	return cli.Exit(fmt.Sprintf(format, args...), 1)
+}
+
+// Main runs a program's app and exits 1, after a message naming the
+// program, when it fails.
+func Main(app *cli.App) {
+	if err := app.Run(os.Args); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", app.Name, err)
+		os.Exit(1)
+	}
 }
