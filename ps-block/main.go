@@ -18,8 +18,8 @@ import (
 	"github.com/portsentry/pipeline/ps-block/nft"
 	"github.com/portsentry/pipeline/shared/alert"
 	"github.com/portsentry/pipeline/shared/config"
-	"github.com/portsentry/pipeline/shared/stage"
 	"github.com/portsentry/pipeline/shared/guard"
+	"github.com/portsentry/pipeline/shared/stage"
 	"github.com/portsentry/pipeline/shared/transport"
 	"github.com/urfave/cli/v2"
 )
