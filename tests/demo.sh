@@ -1,0 +1,280 @@
+#!/usr/bin/env bash
+# make demo: a two-namespace lab (a scanner and a protected host joined by a
+# veth pair, addresses from 198.18.0.0/15 and 2001:db8::/32 only), real
+# daemons on the protected host, and nmap SYN scans of it from the scanner:
+# first without the pipeline, then with
+#
+#     ps-sniff -atcp | ps-judge | ps-block        (nftables action)
+#
+# running on the protected host. Prints what the scanner saw side by side,
+# the decision and result lines, and the nftables set; then tears the lab
+# down. No packet leaves the namespaces it creates. Needs root.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(dirname "$here")
+BIN=${BIN:-$root/bin}
+
+say() { printf '\n== %s\n' "$*"; }
+die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  die "must run as root: it creates network namespaces, a veth pair and an nftables table (try: sudo make demo)"
+fi
+for p in ps-sniff ps-judge ps-block; do
+  [ -x "$BIN/$p" ] || die "$BIN/$p is missing: run make build (make demo does)"
+done
+
+# --- tools ------------------------------------------------------------------
+daemon_tool() {
+  local t
+  for t in python3 socat ncat; do
+    if command -v "$t" >/dev/null 2>&1; then echo "$t"; return; fi
+  done
+}
+missing=()
+for t in nmap nft ip timeout; do command -v "$t" >/dev/null 2>&1 || missing+=("$t"); done
+[ -n "$(daemon_tool)" ] || missing+=("python3|socat|ncat")
+if [ ${#missing[@]} -gt 0 ]; then
+  say "missing ${missing[*]}: running tests/install-deps.sh"
+  "$here/install-deps.sh"
+  for t in nmap nft ip timeout; do command -v "$t" >/dev/null 2>&1 || die "$t is still missing after tests/install-deps.sh"; done
+  [ -n "$(daemon_tool)" ] || die "no python3, socat or ncat to run the demo's daemons (add python3 to tests/install-deps.sh)"
+fi
+DAEMON=$(daemon_tool)
+
+# --- the lab ----------------------------------------------------------------
+id=$$
+NS_S=psdemo-$id-scanner
+NS_P=psdemo-$id-protected
+VS=psd${id}s   # veth ends: at most 15 characters
+VP=psd${id}p
+S4=198.18.0.1 P4=198.18.0.2
+S6=2001:db8:5e::1 P6=2001:db8:5e::2
+TABLE=psdemo_$id
+work=$(mktemp -d /tmp/psdemo.XXXXXX)
+chmod 755 "$work"   # the sensor runs as nobody after it drops root
+pids=()
+
+cleanup() {
+  local rc=$? p
+  trap - EXIT INT TERM
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do
+    for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null || true
+  done
+  ip netns del "$NS_S" 2>/dev/null || true
+  ip netns del "$NS_P" 2>/dev/null || true   # the nft table goes with it
+  [ -n "${KEEP:-}" ] || rm -rf "$work"
+  [ "$rc" -eq 0 ] || echo "demo: failed (status $rc); lab torn down" >&2
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+in_s() { ip netns exec "$NS_S" "$@"; }
+in_p() { ip netns exec "$NS_P" "$@"; }
+
+say "lab: namespaces $NS_S ($S4, $S6) and $NS_P ($P4, $P6), veth $VS <-> $VP"
+ip netns add "$NS_S"
+ip netns add "$NS_P"
+MAC_S=02:00:c6:12:00:01 MAC_P=02:00:c6:12:00:02
+ip link add "$VS" netns "$NS_S" address "$MAC_S" type veth peer name "$VP" netns "$NS_P" address "$MAC_P"
+in_s ip link set lo up
+in_p ip link set lo up
+in_s ip addr add "$S4/24" dev "$VS"
+in_p ip addr add "$P4/24" dev "$VP"
+in_s ip addr add "$S6/64" dev "$VS" nodad
+in_p ip addr add "$P6/64" dev "$VP" nodad
+in_s ip link set "$VS" up
+in_p ip link set "$VP" up
+# Fixed neighbour entries: no ARP or neighbour discovery to wait for, and
+# none that a block could starve.
+in_s ip neigh replace "$P4" lladdr "$MAC_P" dev "$VS" nud permanent
+in_s ip neigh replace "$P6" lladdr "$MAC_P" dev "$VS" nud permanent
+in_p ip neigh replace "$S4" lladdr "$MAC_S" dev "$VP" nud permanent
+in_p ip neigh replace "$S6" lladdr "$MAC_S" dev "$VP" nud permanent
+
+# start_bg LOG CMD...: runs CMD in the background, remembered for cleanup.
+start_bg() {
+  local log=$1; shift
+  "$@" >"$log" 2>&1 &
+  pids+=($!)
+}
+# wait_for SECONDS DESCRIPTION CMD...: polls CMD until it succeeds.
+wait_for() {
+  local n=$(($1 * 10)) what=$2; shift 2
+  while ! "$@" >/dev/null 2>&1; do
+    n=$((n - 1))
+    [ "$n" -gt 0 ] || die "timed out waiting for $what"
+    sleep 0.1
+  done
+}
+listening() { in_p ss -Hltn "sport = :$1" | grep -q LISTEN; }
+
+say "daemons on the protected host: a web server on port 80 and an SSH-like banner on port 22 (with $DAEMON)"
+case $DAEMON in
+  python3)
+    start_bg "$work/http.log" in_p python3 -m http.server --bind :: --directory "$work" 80
+    start_bg "$work/ssh.log" in_p python3 -c '
+import socket
+s = socket.socket(socket.AF_INET6)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.bind(("::", 22)); s.listen(16)
+while True:
+    c, _ = s.accept()
+    try: c.sendall(b"SSH-2.0-OpenSSH_9.2p1 demo\r\n")
+    except OSError: pass
+    c.close()'
+    ;;
+  socat)
+    start_bg "$work/http.log" in_p socat TCP6-LISTEN:80,fork,reuseaddr,ipv6only=0 SYSTEM:'printf "HTTP/1.0 200 OK\r\n\r\nhello\r\n"'
+    start_bg "$work/ssh.log" in_p socat TCP6-LISTEN:22,fork,reuseaddr,ipv6only=0 SYSTEM:'printf "SSH-2.0-OpenSSH_9.2p1 demo\r\n"'
+    ;;
+  ncat)
+    start_bg "$work/http.log" in_p ncat -lk 80 --sh-exec 'printf "HTTP/1.0 200 OK\r\n\r\nhello\r\n"'
+    start_bg "$work/ssh.log" in_p ncat -lk 22 --sh-exec 'printf "SSH-2.0-OpenSSH_9.2p1 demo\r\n"'
+    ;;
+esac
+wait_for 10 "the daemons on ports 22 and 80" bash -c "$(declare -f in_p listening); NS_P=$NS_P; listening 22 && listening 80"
+
+# scan FAMILY(4|6) TARGET NAME: a SYN scan of ports 1-1024; writes the
+# grepable output to $work/NAME.gnmap and prints how long it took.
+scan() {
+  local fam=$1 target=$2 name=$3 t0 ms six=()
+  [ "$fam" = 6 ] && six=(-6)
+  t0=$(date +%s%N)
+  in_s timeout 30 nmap "${six[@]}" -n -Pn -sS --send-ip -p 1-1024 --max-retries 0 --max-rtt-timeout 100ms \
+    --host-timeout 20s -oG "$work/$name.gnmap" "$target" >"$work/$name.nmap" 2>&1 || true
+  ms=$((($(date +%s%N) - t0) / 1000000))
+  printf '   nmap -%s -n -Pn -sS --send-ip -p 1-1024 %s: done in %d.%02d s\n' "$fam" "$target" $((ms / 1000)) $((ms % 1000 / 10))
+}
+
+# summary NAME: "open closed filtered openlist" from a grepable nmap file.
+summary() {
+  awk '
+    /Ports:/ {
+      line = $0
+      sub(/.*Ports: /, "", line); sub(/\t.*/, "", line)
+      n = split(line, ps, /, /)
+      for (i = 1; i <= n; i++) {
+        split(ps[i], f, "/")
+        st[f[2]]++
+        if (f[2] == "open") { open = open (open == "" ? "" : ",") f[1] }
+      }
+    }
+    /Ignored State:/ {
+      s = $0; sub(/.*Ignored State: /, "", s)
+      split(s, g, /[ ()]+/)
+      st[g[1]] += g[2]
+    }
+    /Status: Timeout/ { timeout = 1 }
+    END {
+      if (open == "") open = "-"
+      printf "%d %d %d %s%s\n", st["open"], st["closed"], st["filtered"] + st["open|filtered"], open, (timeout ? " (host timeout)" : "")
+    }' "$work/$1.gnmap"
+}
+
+say "scan 1: nmap from the scanner, no pipeline running"
+scan 4 "$P4" before4
+scan 6 "$P6" before6
+
+# --- the pipeline -------------------------------------------------------------
+cat >"$work/portsentry.conf" <<EOF
+# demo configuration (everything else: the built-in defaults)
+IGNORE_FILE="$work/portsentry.ignore"
+BLOCKED_FILE="$work/portsentry.blocked"
+HISTORY_FILE="$work/portsentry.history"
+SCAN_TRIGGER="0"
+BLOCK_TCP="1"
+BLOCK_DURATION="10m"
+NFT_BLOCK="1"
+NFT_TABLE="$TABLE"
+KILL_HOSTS_DENY=""
+KILL_ROUTE=""
+KILL_RUN_CMD=""
+RUN_AS_USER="nobody"
+EOF
+: >"$work/portsentry.ignore"
+chmod 644 "$work/portsentry.conf" "$work/portsentry.ignore"
+mkfifo "$work/hits" "$work/decisions"
+
+say "starting on the protected host: ps-sniff -atcp | ps-judge | ps-block (nftables table inet $TABLE)"
+# Each stage is its own process (ip netns exec execs it), so each can be
+# stopped by its pid; the decisions are copied to a file on their way.
+in_p "$BIN/ps-block" -c "$work/portsentry.conf" <"$work/decisions" >"$work/results.jsonl" 2>"$work/block.log" &
+pipeline=($!)
+in_p "$BIN/ps-judge" -c "$work/portsentry.conf" <"$work/hits" 2>"$work/judge.log" | tee "$work/decisions.jsonl" >"$work/decisions" &
+pipeline+=($!)
+in_p "$BIN/ps-sniff" -atcp -c "$work/portsentry.conf" >"$work/hits" 2>"$work/sniff.log" &
+sniff=$!
+pipeline+=("$sniff")
+pids+=("${pipeline[@]}")
+wait_for 10 "ps-sniff to start (see its log)" grep -q "now active and listening" "$work/sniff.log"
+wait_for 10 "ps-block to start" grep -q "ps-block is active" "$work/block.log"
+grep -E "now running as|Ignored TCP port|monitor first" "$work/sniff.log" | sed 's/^/   ps-sniff: /'
+
+say "scan 2: the same nmap scans, pipeline running (the scanner's first contact)"
+scan 4 "$P4" first4
+scan 6 "$P6" first6
+wait_for 5 "ps-block's results" grep -q '"kind":"result"' "$work/results.jsonl"
+sleep 0.2
+say "scan 3: the scanner comes back for a second look (no probe is answered now: nmap waits out its timeouts, about 10 s a scan)"
+scan 4 "$P4" again4
+scan 6 "$P6" again6
+
+say "the scanner tries the web server afterwards (bash /dev/tcp, 2 s)"
+for t in "$P4" "$P6"; do
+  if in_s timeout 2 bash -c "exec 3<>/dev/tcp/$t/80" 2>/dev/null; then
+    echo "   $t port 80: connected (not blocked)"
+  else
+    echo "   $t port 80: no answer (blocked)"
+  fi
+done
+
+say "what the scanner saw"
+row() { printf '   %-19s | %-21s | %-21s | %-21s\n' "$@"; }
+row "" "without the pipeline" "with it: first scan" "with it: second scan"
+row "-------------------" "---------------------" "---------------------" "---------------------"
+for fam in 4 6; do
+  target=$P4; [ "$fam" = 6 ] && target=$P6
+  read -r bo bc bf bl <<<"$(summary before$fam)"
+  read -r fo fc ff fl <<<"$(summary first$fam)"
+  read -r ao ac af al <<<"$(summary again$fam)"
+  row "IPv$fam $target" "" "" ""
+  row "  open" "$bo" "$fo" "$ao"
+  row "  closed" "$bc" "$fc" "$ac"
+  row "  filtered" "$bf" "$ff" "$af"
+  row "  open ports" "$bl" "$fl" "$al"
+done
+cat <<'EOF'
+
+   On its first contact the scanner races the pipeline: nmap sends all 1024
+   probes within milliseconds over a veth link, and what it sent before the
+   block was in place (one probe -> sensor -> judge -> nftables) was answered.
+   From then on it sees nothing at all, not even the daemons on 22 and 80.
+EOF
+
+say "ps-judge's decisions"
+sed 's/^/   /' "$work/decisions.jsonl"
+say "ps-block's results"
+sed 's/^/   /' "$work/results.jsonl"
+say "the nftables sets on the protected host (nft list table inet $TABLE)"
+in_p nft list table inet "$TABLE" | sed 's/^/   /'
+say "HISTORY_FILE (1.2's format, read by fail2ban's portsentry filter)"
+sed 's/^/   /' "$work/portsentry.history" 2>/dev/null || echo "   (none)"
+say "ps-sniff's log (last lines)"
+tail -n 4 "$work/sniff.log" | sed 's/^/   /'
+
+say "stopping the pipeline: SIGTERM to ps-sniff, the others end at end of input"
+kill -TERM "$sniff"
+for _ in $(seq 50); do
+  alive=0
+  for p in "${pipeline[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+  [ "$alive" = 0 ] && break
+  sleep 0.1
+done
+say "tearing the lab down"
