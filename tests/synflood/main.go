@@ -192,9 +192,8 @@ func parsePorts(s string) ([]uint16, error) {
 
 // gen draws packets; it holds the only randomness, so runs repeat.
 type gen struct {
-	c   *config
-	r   *rand.Rand
-	src netip.Addr
+	c *config
+	r *rand.Rand
 }
 
 // randomIn is a random address of p, never one of the excluded prefixes.
