@@ -606,3 +606,44 @@ func TestContribLogrotate(t *testing.T) {
 		t.Fatalf("new HISTORY_FILE: %v %v", err, fi)
 	}
 }
+
+// TestContribHostsDenyPatternFile checks the hosts.deny set-up the README
+// gives for the systemd units: ps-block edits a pattern file it owns
+// (KILL_HOSTS_DENY="$TARGET$" in /var/lib/portsentry/hosts.deny) and
+// /etc/hosts.deny names that file once. TCP wrappers' own tcpdmatch must
+// then deny the blocked hosts, IPv4 and IPv6, and no other.
+func TestContribHostsDenyPatternFile(t *testing.T) {
+	if _, err := exec.LookPath("tcpdmatch"); err != nil {
+		netlab.SkipOrFail(t, "no tcpdmatch (Debian package tcpd): %v", err)
+	}
+	dir := t.TempDir()
+	patterns := writeFile(t, dir, "hosts.deny.patterns", "")
+	conf := writeFile(t, dir, "p.conf", fmt.Sprintf(`NFT_BLOCK="0"
+KILL_HOSTS_DENY="$TARGET$"
+HOSTS_DENY_FILE="%[2]s"
+IGNORE_FILE="%[1]s/ignore"
+BLOCKED_FILE="%[1]s/blocked"
+HISTORY_FILE="%[1]s/history"
+`, dir, patterns))
+	writeFile(t, dir, "ignore", "")
+	decisions := `{"v":1,"kind":"block","time":"2026-11-24T12:00:00Z","target":"198.18.7.1","mode":"atcp","port":21,"hits":1}
+{"v":1,"kind":"block","time":"2026-11-24T12:00:01Z","target":"2001:db8:7::1","mode":"atcp","port":21,"hits":1}
+`
+	cmd := exec.Command(bin("ps-block"), "-c", conf)
+	cmd.Stdin = strings.NewReader(decisions)
+	out, err := cmd.CombinedOutput()
+	if err != nil || strings.Count(string(out), `"action":"hosts.deny","ok":true`) != 2 {
+		t.Fatalf("ps-block: %v\n%s", err, out)
+	}
+	// tcpdmatch -d reads hosts.allow and hosts.deny in its working directory.
+	writeFile(t, dir, "hosts.allow", "")
+	writeFile(t, dir, "hosts.deny", "ALL: "+patterns+"\n")
+	for addr, want := range map[string]string{"198.18.7.1": "denied", "2001:db8:7::1": "denied", "198.18.7.2": "granted", "2001:db8:7::2": "granted"} {
+		c := exec.Command("tcpdmatch", "-d", "sshd", addr)
+		c.Dir = dir
+		out, err := c.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "access:   "+want) {
+			t.Errorf("tcpdmatch sshd %s: want %s: %v\n%s", addr, want, err, out)
+		}
+	}
+}
