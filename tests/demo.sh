@@ -33,12 +33,12 @@ daemon_tool() {
   done
 }
 missing=()
-for t in nmap nft ip timeout; do command -v "$t" >/dev/null 2>&1 || missing+=("$t"); done
+for t in nmap nft ip ss timeout; do command -v "$t" >/dev/null 2>&1 || missing+=("$t"); done
 [ -n "$(daemon_tool)" ] || missing+=("python3|socat|ncat")
 if [ ${#missing[@]} -gt 0 ]; then
   say "missing ${missing[*]}: running tests/install-deps.sh"
   "$here/install-deps.sh"
-  for t in nmap nft ip timeout; do command -v "$t" >/dev/null 2>&1 || die "$t is still missing after tests/install-deps.sh"; done
+  for t in nmap nft ip ss timeout; do command -v "$t" >/dev/null 2>&1 || die "$t is still missing after tests/install-deps.sh"; done
   [ -n "$(daemon_tool)" ] || die "no python3, socat or ncat to run the demo's daemons (add python3 to tests/install-deps.sh)"
 fi
 DAEMON=$(daemon_tool)
@@ -57,8 +57,15 @@ chmod 755 "$work"   # the sensor runs as nobody after it drops root
 pids=()
 
 cleanup() {
-  local rc=$? p
+  local rc=$? p f
   trap - EXIT INT TERM
+  if [ "$rc" -ne 0 ]; then
+    for f in sniff judge block; do
+      [ -s "$work/$f.log" ] || continue
+      echo "-- ps-$f's log (last lines):" >&2
+      tail -n 5 "$work/$f.log" | sed 's/^/   /' >&2
+    done
+  fi
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do
     for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
@@ -277,4 +284,9 @@ for _ in $(seq 50); do
   [ "$alive" = 0 ] && break
   sleep 0.1
 done
+if [ "$alive" = 0 ]; then
+  echo "   all three stages have exited"
+else
+  echo "   a stage is still running; it is killed with the lab"
+fi
 say "tearing the lab down"

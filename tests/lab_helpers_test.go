@@ -477,30 +477,41 @@ func hostsDenyLine(a netip.Addr) string {
 	return "ALL: " + a.String()
 }
 
-// assertBlockedOnly checks that target, and no one else, is blocked: the
-// decisions, the nft sets of both families, hosts.deny, the scanner's
-// connection now unanswered and the bystanders' still answered.
-func (e *labEnv) assertBlockedOnly(t *testing.T, p *pipeline, target netip.Addr) {
+// assertBlockedOnly checks that the targets, and no one else, are
+// blocked: the decisions, the nft sets of both families, hosts.deny (one
+// line each, in the order blocked), their connections now unanswered and
+// the bystanders' still answered.
+func (e *labEnv) assertBlockedOnly(t *testing.T, p *pipeline, targets ...netip.Addr) {
 	t.Helper()
 	for _, d := range p.decisions.events(t) {
-		if d.Target != target {
-			t.Errorf("decision about %s; only %s scanned", d.Target, target)
+		if !slices.Contains(targets, d.Target) {
+			t.Errorf("decision about %s; only %v scanned", d.Target, targets)
 		}
 	}
 	for _, fam := range []netip.Addr{e.Sensor4, e.Sensor6} {
 		got := e.nftSet(t, fam)
 		var want []string
-		if fam.Is4() == target.Is4() {
-			want = []string{target.String()}
+		for _, a := range targets {
+			if a.Is4() == fam.Is4() {
+				want = append(want, a.String())
+			}
 		}
+		slices.Sort(got)
+		slices.Sort(want)
 		if !slices.Equal(got, want) {
 			t.Errorf("nft set for IPv%d holds %q, want %q", map[bool]int{true: 4, false: 6}[fam.Is4()], got, want)
 		}
 	}
-	if got, want := e.hostsDeny(t), []string{hostsDenyLine(target)}; !slices.Equal(got, want) {
+	var want []string
+	for _, a := range targets {
+		want = append(want, hostsDenyLine(a))
+	}
+	if got := e.hostsDeny(t); !slices.Equal(got, want) {
 		t.Errorf("hosts.deny holds %q, want %q", got, want)
 	}
-	e.mustNotReach(t, target)
+	for _, a := range targets {
+		e.mustNotReach(t, a)
+	}
 	e.mustReach(t, e.bystander4)
 	e.mustReach(t, e.bystander6)
 }
@@ -518,6 +529,28 @@ func (e *labEnv) assertNothingBlocked(t *testing.T, scanner netip.Addr) {
 		t.Errorf("hosts.deny holds %q; nothing should be blocked", got)
 	}
 	e.mustReach(t, scanner)
+}
+
+// waitBlocked waits for ps-judge's block of scanner in mode and for
+// ps-block's nft and hosts.deny results, which must be successes, and
+// returns the decision.
+func waitBlocked(t *testing.T, p *pipeline, scanner netip.Addr, mode event.Mode) *event.Event {
+	t.Helper()
+	d := waitEvent(t, p.decisions, decisionLimit, "block of "+scanner.String(), func(d *event.Event) bool {
+		return d.Kind == event.KindBlock && d.Target == scanner
+	})
+	if d.Mode != mode || d.Proto != mode.Proto() {
+		t.Errorf("decision %s; want mode %s", decisionKey(d), mode)
+	}
+	for _, action := range []string{"nft", "hosts.deny"} {
+		r := waitEvent(t, p.results, decisionLimit, action+" result for "+scanner.String(), func(r *event.Event) bool {
+			return r.Target == scanner && r.Action == action
+		})
+		if !r.OK || r.Mode != mode {
+			t.Errorf("%s result: ok=%v mode %s: %s", action, r.OK, r.Mode, r.Detail)
+		}
+	}
+	return d
 }
 
 // decisionKey is what a replay must reproduce of a decision.

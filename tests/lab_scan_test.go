@@ -68,20 +68,7 @@ func TestLabScans(t *testing.T) {
 			out := run(t, e.Scanner, 40*time.Second, append(slices.Clone(tt.scan), target.String())...)
 			t.Logf("%s took %v", tt.scan[0], time.Since(start).Round(time.Millisecond))
 
-			d := waitEvent(t, p.decisions, decisionLimit, "block decision", func(d *event.Event) bool {
-				return d.Kind == event.KindBlock && d.Target == scanner
-			})
-			if d.Mode != tt.mode || d.Proto != tt.mode.Proto() {
-				t.Errorf("decision %s; want mode %s", decisionKey(d), tt.mode)
-			}
-			for _, action := range []string{"nft", "hosts.deny"} {
-				r := waitEvent(t, p.results, decisionLimit, action+" result", func(r *event.Event) bool {
-					return r.Target == scanner && r.Action == action
-				})
-				if !r.OK || r.Mode != tt.mode {
-					t.Errorf("%s result: ok=%v mode %s: %s", action, r.OK, r.Mode, r.Detail)
-				}
-			}
+			waitBlocked(t, p, scanner, tt.mode)
 
 			// The scanner was seen: hits from it, in this mode, of the
 			// scan's kinds, never on the real daemons' ports.

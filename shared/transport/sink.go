@@ -2,6 +2,7 @@ package transport
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +21,12 @@ var ErrDownstreamClosed = errors.New("standard output closed: the next stage has
 // maxPending bounds what a --connect Sink holds while its peer is away.
 const maxPending = 4 << 20
 
+// resendWindow is how much of what was last sent a --connect Sink sends
+// again after reconnecting. Lines a killed peer had received but not yet
+// acted on are in it; the readers take a repeat as a no-op (ps-judge counts
+// a port once, ps-block never blocks a host twice), so at-least-once is safe.
+const resendWindow = 1 << 20
+
 // Sink writes event lines downstream. Write buffers; Flush sends what is
 // buffered. Stages call Flush whenever their input is idle, so a line
 // leaves the moment nothing else is waiting behind it.
@@ -29,6 +36,8 @@ type Sink struct {
 	path    string // --connect socket, "" for stdout
 	conn    net.Conn
 	pending []byte // --connect: lines not yet sent
+	recent  []byte // --connect: the last lines sent, up to resendWindow
+	lost    bool   // --connect: the connection failed; resend recent on the next
 	dropped int
 	logf    func(format string, args ...any)
 	backoff time.Time
@@ -47,8 +56,9 @@ func Stdout() *Sink {
 func NewWriter(w io.Writer) *Sink { return &Sink{w: bufio.NewWriterSize(w, 64*1024)} }
 
 // Connect returns a Sink on the Unix stream socket at path. It connects at
-// once if it can, else on the first flush, and reconnects after failures, keeping up to 4 MiB of
-// lines meanwhile; what overflows is dropped, counted and reported.
+// once if it can, else on the first flush, and reconnects after failures,
+// keeping up to 4 MiB of lines meanwhile (what overflows is dropped, counted
+// and reported) and sending the last 1 MiB sent again to the new peer.
 func Connect(path string, logf func(format string, args ...any)) *Sink {
 	signal.Ignore(syscall.SIGPIPE)
 	s := &Sink{path: path, logf: logf, stop: make(chan struct{})}
@@ -133,6 +143,12 @@ func (s *Sink) flushConn() error {
 		}
 		s.conn = c
 		s.logf("connected to %s", s.path)
+		if s.lost && len(s.recent) > 0 {
+			s.logf("%s: sending the last %d bytes again, which the previous peer may not have acted on", s.path, len(s.recent))
+			s.pending = append(s.recent, s.pending...)
+			s.recent = nil
+		}
+		s.lost = false
 	}
 	n, err := s.conn.Write(s.pending)
 	// Only whole lines count as sent; a line cut by a failure is sent again
@@ -143,13 +159,27 @@ func (s *Sink) flushConn() error {
 			sent--
 		}
 	}
+	s.remember(s.pending[:sent])
 	s.pending = s.pending[:copy(s.pending, s.pending[sent:])]
 	if err != nil {
 		s.logf("write %s: %v (reconnecting)", s.path, err)
 		s.conn.Close()
 		s.conn = nil
+		s.lost = true
 	}
 	return nil
+}
+
+// remember keeps the tail of what was sent, whole lines only.
+func (s *Sink) remember(sent []byte) {
+	s.recent = append(s.recent, sent...)
+	if over := len(s.recent) - resendWindow; over > 0 {
+		cut := bytes.IndexByte(s.recent[over:], '\n') + over + 1
+		if cut <= over { // no line end after the cut: keep nothing
+			cut = len(s.recent)
+		}
+		s.recent = s.recent[:copy(s.recent, s.recent[cut:])]
+	}
 }
 
 // Pending reports whether lines wait for an unreachable peer.

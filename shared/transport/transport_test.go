@@ -167,3 +167,60 @@ func TestStdoutClosedPipe(t *testing.T) {
 		t.Fatalf("Flush on a closed pipe = %v, want ErrDownstreamClosed", err)
 	}
 }
+
+// TestConnectResendsAfterPeerDies: a peer killed with lines unread loses
+// nothing; the new peer gets them again, then the rest.
+func TestConnectResendsAfterPeerDies(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "peer.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := Connect(path, t.Logf)
+	defer s.Close()
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Write([]byte("one\n"))
+	s.Write([]byte("two\n"))
+	s.Flush()
+	c.Close() // the peer dies without reading
+	ln.Close()
+	ln2, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln2.Close()
+	s.Write([]byte("three\n"))
+	s.Flush() // fails on the dead connection; the retry loop reconnects
+	ln2.(*net.UnixListener).SetDeadline(time.Now().Add(5 * time.Second))
+	c2, err := ln2.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2.SetReadDeadline(time.Now().Add(5 * time.Second))
+	r := bufio.NewReader(c2)
+	var got []string
+	for len(got) < 3 {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("after %q: %v", got, err)
+		}
+		got = append(got, strings.TrimSpace(line))
+	}
+	if !slices.Equal(got, []string{"one", "two", "three"}) {
+		t.Fatalf("new peer got %q", got)
+	}
+}
+
+func TestRememberKeepsWholeLinesWithinWindow(t *testing.T) {
+	s := &Sink{}
+	line := []byte(strings.Repeat("x", 999) + "\n")
+	for i := 0; i < 3000; i++ {
+		s.remember(line)
+	}
+	if len(s.recent) > resendWindow || len(s.recent)%1000 != 0 || s.recent[len(s.recent)-1] != '\n' {
+		t.Fatalf("recent holds %d bytes", len(s.recent))
+	}
+}
