@@ -5,7 +5,6 @@
 package main
 
 import (
-	"errors"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -62,6 +61,8 @@ func run(c *cli.Context) error {
 	defer out.Close()
 	bc.Out = out
 	bc.Log = log
+	outFailed := make(chan error, 1)
+	bc.OutFailed = func(err error) { outFailed <- err }
 	bc.Refuse = func(a netip.Addr) string { return keeper.Current().Refuse(a) }
 	b := blocker.New(bc)
 	b.Restore()
@@ -90,11 +91,16 @@ func run(c *cli.Context) error {
 	if path := c.String(stage.FlagListen); path != "" {
 		l, err := transport.Listen(path, b, log.Admin)
 		if err != nil {
-			return err
+			return stage.Fatal("%v", err)
 		}
-		s := <-sigs
-		log.Admin("stopping on %v", s)
-		return l.Close()
+		defer l.Close()
+		select {
+		case s := <-sigs:
+			log.Admin("stopping on %v", s)
+			return nil
+		case err := <-outFailed:
+			return stage.Fatal("%v: stopping", err)
+		}
 	}
 	done := make(chan error, 1)
 	go func() { done <- transport.Read(os.Stdin, "stdin", b) }()
@@ -102,14 +108,21 @@ func run(c *cli.Context) error {
 	case s := <-sigs:
 		log.Admin("stopping on %v", s)
 		return nil
+	case err := <-outFailed:
+		return stage.Fatal("%v: stopping", err)
 	case err := <-done:
-		if errors.Is(err, transport.ErrDownstreamClosed) {
-			return err
+		select { // the last flush, at the end of input, may have failed
+		case ferr := <-outFailed:
+			return stage.Fatal("%v: stopping", ferr)
+		default:
 		}
 		if n := b.BadLines(); n > 0 {
 			log.Admin("end of input; %d line(s) refused", n)
 		}
-		return err
+		if err != nil {
+			return stage.Fatal("%v", err)
+		}
+		return nil
 	}
 }
 

@@ -94,6 +94,9 @@ type Config struct {
 	Refuse      func(netip.Addr) string // why an address must not be blocked, or ""
 	Log         Logger
 	Out         Sink
+	// OutFailed hears of the first error writing result lines (the next
+	// stage has gone); the program then stops, as every stage does.
+	OutFailed func(error)
 }
 
 type key struct {
@@ -131,6 +134,7 @@ type Blocker struct {
 	nftReady bool
 	badLines uint64
 	line     []byte // reused result buffer
+	outErr   error  // the first error writing results
 }
 
 // New returns a Blocker; call Restore before feeding it lines.
@@ -162,7 +166,7 @@ func (b *Blocker) result(addr netip.Addr, mode event.Mode, action string, ok boo
 	}
 	b.line = event.Append(b.line[:0], &ev)
 	if err := b.cfg.Out.Write(b.line); err != nil {
-		b.cfg.Log.Admin("cannot write result line: %v", err)
+		b.outFailed(err)
 	}
 }
 
@@ -212,7 +216,20 @@ func (b *Blocker) Idle() {
 
 func (b *Blocker) flushOut() {
 	if err := b.cfg.Out.Flush(); err != nil {
-		b.cfg.Log.Admin("cannot send result lines: %v", err)
+		b.outFailed(err)
+	}
+}
+
+// outFailed reports the first output error only: after it every write fails.
+func (b *Blocker) outFailed(err error) {
+	if b.outErr != nil {
+		return
+	}
+	b.outErr = err
+	if b.cfg.OutFailed != nil {
+		b.cfg.OutFailed(err)
+	} else {
+		b.cfg.Log.Admin("cannot write result lines: %v", err)
 	}
 }
 

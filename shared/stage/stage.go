@@ -76,6 +76,14 @@ func Fatal(format string, args ...any) error {
 // Main runs a program's app and exits 1, after a message naming the
 // program, when it fails.
 func Main(app *cli.App) {
+	// Errors from Fatal too: print them with the program's name, which
+	// tells which stage of a pipeline stopped.
+	app.ExitErrHandler = func(_ *cli.Context, err error) {
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", app.Name, err)
+			os.Exit(1)
+		}
+	}
 	if err := app.Run(os.Args); err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", app.Name, err)
 		os.Exit(1)
