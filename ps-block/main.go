@@ -77,8 +77,8 @@ func run(c *cli.Context) error {
 			select {
 			case <-tick.C:
 				b.LiftDue()
-				if n := b.TakeHeld(); n > 0 {
-					log.Security("rate limit held back %d new block(s) in the last second", n)
+				if held, dropped := b.TakeHeld(); held > 0 {
+					log.Security("rate limit held back %d new block(s) in the last second (%d dropped: too many waiting)", held, dropped)
 				}
 			case <-stop:
 				return

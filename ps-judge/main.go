@@ -166,6 +166,12 @@ func (j *judgeStage) Line(origin string, n int, data []byte, err error) {
 			j.log.Attack("Host: %s/%s tripped mode %s after %d ports: %s", ev.Src, ev.Src, ev.Mode, v.Hits, v.Decision.Kind)
 		}
 		j.write(&v.Decision)
+	case judge.Escalated:
+		j.decisions++
+		if j.log.Allow() {
+			j.log.Attack("Host: %s/%s still scanning in mode %s: %d ports, %s said again", ev.Src, ev.Src, ev.Mode, v.Hits, v.Decision.Kind)
+		}
+		j.write(&v.Decision)
 	}
 	if j.hits%expireEvery == 0 {
 		j.model.Expire(ev.Time)

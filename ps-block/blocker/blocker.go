@@ -113,11 +113,12 @@ type entry struct {
 
 // pending is a decision waiting in the batch.
 type pending struct {
-	ev     event.Event
-	vars   macro.Vars
-	k      key
-	ok     bool // some blocking action succeeded
-	routed bool
+	started bool // left the waiting queue for the batch
+	ev      event.Event
+	vars    macro.Vars
+	k       key
+	ok      bool // some blocking action succeeded
+	routed  bool
 }
 
 // Blocker is safe for concurrent use: transport calls and the lift timer
@@ -133,8 +134,11 @@ type Blocker struct {
 	bucket   *ratelimit.Bucket
 	nftReady bool
 	badLines uint64
-	line     []byte // reused result buffer
-	outErr   error  // the first error writing results
+	line     []byte  // reused result buffer
+	outErr   error   // the first error writing results
+	waiting  waiting // decisions held back by the rate limit
+	held     uint64  // since the last TakeHeld
+	dropped  uint64
 }
 
 // New returns a Blocker; call Restore before feeding it lines.
@@ -263,26 +267,60 @@ func (b *Blocker) decide(ev *event.Event) {
 			return
 		}
 	}
-	if !b.bucket.Allow(now) {
-		b.result(addr, mode, ActionBlock, false, "held back by the rate limit on new blocks (BLOCK_RATE)")
-		return
+	p := &pending{ev: *ev, vars: vars, k: k}
+	if dropped := b.waiting.push(p); dropped != nil {
+		b.dropped++
+		b.result(dropped.k.addr, dropped.k.mode, ActionBlock, false, "dropped: more decisions wait for the rate limit (BLOCK_RATE) than it keeps")
 	}
-	if ev.Kind == event.KindBlock {
-		b.inBatch[k] = true
+	b.release(now)
+	if !p.started {
+		b.held++
+		b.result(addr, mode, ActionBlock, false, "held back by the rate limit on new blocks (BLOCK_RATE): waiting, %d in line", b.waiting.n)
 	}
-	b.batch = append(b.batch, &pending{ev: *ev, vars: vars, k: k})
+}
+
+// release moves waiting decisions into the batch while the rate limit
+// allows, the best evidence first. A decision overtaken meanwhile (its host
+// blocked by another line, its block already over) is settled without a token.
+func (b *Blocker) release(now time.Time) {
+	for {
+		p := b.waiting.peek()
+		if p == nil {
+			return
+		}
+		if p.ev.Kind == event.KindBlock && (b.state[p.k] != nil || b.inBatch[p.k]) {
+			b.waiting.pop()
+			continue
+		}
+		if !p.ev.Until.IsZero() && !p.ev.Until.After(now) {
+			b.waiting.pop()
+			b.result(p.k.addr, p.k.mode, ActionBlock, false, "refused: the block ended at %s while it waited for the rate limit", p.ev.Until.UTC().Format(time.RFC3339))
+			continue
+		}
+		if !b.bucket.Allow(now) {
+			return
+		}
+		b.waiting.pop()
+		p.started = true
+		if p.ev.Kind == event.KindBlock {
+			b.inBatch[p.k] = true
+		}
+		b.batch = append(b.batch, p)
+	}
 }
 
 func (b *Blocker) anyBlockAction() bool {
 	return b.cfg.NFT != nil || b.cfg.HostsDeny != nil || b.cfg.Route != nil || b.cfg.RunCmd != nil
 }
 
-// TakeHeld returns how many new blocks the rate limit held back since the
-// last call, for a once-a-second log line.
-func (b *Blocker) TakeHeld() uint64 {
+// TakeHeld returns how many new blocks the rate limit held back, and how
+// many waiting ones it dropped for room, since the last call, for a
+// once-a-second log line.
+func (b *Blocker) TakeHeld() (held, dropped uint64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.bucket.TakeHeld()
+	held, dropped, b.held, b.dropped = b.held, b.dropped, 0, 0
+	return held, dropped
 }
 
 // liftHeap orders blocks by their end.
@@ -321,6 +359,12 @@ func (b *Blocker) LiftDue() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := b.cfg.Now()
+	// Tokens came back since the last line: carry out what waits.
+	if b.waiting.n > 0 {
+		b.release(now)
+		b.flushBatch()
+		b.flushOut()
+	}
 	lifted := false
 	for len(b.lifts) > 0 && !b.lifts[0].at.After(now) {
 		it := heap.Pop(&b.lifts).(liftItem)

@@ -266,8 +266,37 @@ func TestRateLimit(t *testing.T) {
 			held++
 		}
 	}
-	if held != 7 || len(*r.c) != 3 || r.b.TakeHeld() != 7 {
-		t.Errorf("held %d, calls %d: %q", held, len(*r.c), got)
+	if h, d := r.b.TakeHeld(); held != 7 || len(*r.c) != 3 || h != 7 || d != 0 {
+		t.Errorf("held %d (%d, %d dropped), calls %d: %q", held, h, d, len(*r.c), got)
+	}
+	// What waited is carried out as tokens come back, not lost.
+	r.now = r.now.Add(2 * time.Second)
+	r.b.LiftDue()
+	if len(*r.c) != 5 {
+		t.Errorf("after 2 s at 1 a second: %d blocks, want 5: %q", len(*r.c), *r.c)
+	}
+}
+
+// TestRateLimitPrefersEvidence: under a flood of one-probe decisions, a host
+// reported again with more ports goes first once a token is free.
+func TestRateLimitPrefersEvidence(t *testing.T) {
+	r := newRig(t, func(c *Config) { c.Rate, c.Burst = 1, 1; c.Route, c.RunCmd, c.HostsDeny = nil, nil, nil })
+	var lines []string
+	for i := range 3 * waitingPerClass { // more than a class keeps: the oldest are dropped
+		lines = append(lines, block(fmt.Sprintf("198.18.%d.%d", i/250, i%250+1), "atcp", 21, ""))
+	}
+	scanner := strings.Replace(block("198.19.0.9", "atcp", 80, ""), `"hits":1`, `"hits":8`, 1)
+	lines = append(lines, scanner)
+	r.feed(lines...)
+	r.results(t)
+	if _, d := r.b.TakeHeld(); d != 3*waitingPerClass-1-waitingPerClass {
+		t.Errorf("dropped %d", d)
+	}
+	*r.c = nil
+	r.now = r.now.Add(time.Second)
+	r.b.LiftDue()
+	if len(*r.c) != 1 || (*r.c)[0] != "nft add 198.19.0.9" {
+		t.Fatalf("first block after the flood: %q, want the scanner", *r.c)
 	}
 }
 

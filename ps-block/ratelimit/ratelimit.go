@@ -1,6 +1,6 @@
 // Package ratelimit is a token bucket for new blocks: a flood of spoofed
 // decisions must not turn into a flood of firewall changes. It is driven by
-// an injected clock so tests need not sleep, and counts what it held back.
+// an injected clock so tests need not sleep.
 package ratelimit
 
 import "time"
@@ -12,7 +12,6 @@ type Bucket struct {
 	burst  float64
 	tokens float64
 	last   time.Time
-	held   uint64
 }
 
 // New returns a full bucket.
@@ -23,7 +22,7 @@ func New(rate float64, burst int, now time.Time) *Bucket {
 	return &Bucket{rate: rate, burst: float64(burst), tokens: float64(burst), last: now}
 }
 
-// Allow takes one token at time now, or counts the event as held back.
+// Allow takes one token at time now, if there is one.
 func (b *Bucket) Allow(now time.Time) bool {
 	if b.rate <= 0 {
 		return true
@@ -36,14 +35,5 @@ func (b *Bucket) Allow(now time.Time) bool {
 		b.tokens--
 		return true
 	}
-	b.held++
 	return false
-}
-
-// TakeHeld returns the count held back since the last call and resets it,
-// so the caller can log it once a second rather than once a line.
-func (b *Bucket) TakeHeld() uint64 {
-	n := b.held
-	b.held = 0
-	return n
 }

@@ -6,6 +6,7 @@
 package judge
 
 import (
+	"math/bits"
 	"net/netip"
 	"time"
 
@@ -37,7 +38,15 @@ const (
 	// Decided: the host is already decided in this mode and the decision
 	// still lasts; nothing new is said.
 	Decided
+	// Escalated: a decided host went on to double its count of ports; the
+	// decision is said again with the new count (Verdict.Decision), so a
+	// blocker whose rate limit held it back can tell a real scanner from a
+	// flood of spoofed one-probe sources and serve it first.
+	Escalated
 )
+
+// maxEscalations bounds how often one decision is said again.
+const maxEscalations = 6
 
 // Verdict is the result of one hit.
 type Verdict struct {
@@ -64,12 +73,17 @@ type key struct {
 // host is one remembered (address, mode). Hosts live in one slice linked in
 // least-recently-seen order, so memory is one allocation for MaxHosts.
 type host struct {
-	key        key
-	lastSeen   int64 // unix nanoseconds of the latest hit
-	decided    bool
-	until      int64    // unix nanoseconds; 0: the decision never ends
-	ports      []uint16 // distinct ports counted, at most ScanTrigger+1
-	prev, next int32    // LRU links; -1 ends the list
+	key      key
+	lastSeen int64 // unix nanoseconds of the latest hit
+	decided  bool
+	until    int64    // unix nanoseconds; 0: the decision never ends
+	ports    []uint16 // distinct ports counted, at most ScanTrigger+1
+	// After the decision: the ports touched since, as a 64-bit set of port
+	// hashes (an estimate, which is all escalation needs), and the count
+	// that escalates next.
+	after       uint64
+	escalations uint8
+	prev, next  int32 // LRU links; -1 ends the list
 }
 
 // Trigger is PortSentry 1.2's SCAN_TRIGGER model.
@@ -124,7 +138,7 @@ func (t *Trigger) Observe(h *event.Event, v *Verdict) {
 		e.lastSeen = now
 	}
 	if e.decided {
-		*v = Verdict{Outcome: Decided, Hits: len(e.ports)}
+		t.afterDecision(e, h, v)
 		return
 	}
 	for _, p := range e.ports {
@@ -139,13 +153,18 @@ func (t *Trigger) Observe(h *event.Event, v *Verdict) {
 		return
 	}
 	e.decided = true
+	e.after, e.escalations = 0, 0
 	e.until = 0
-	var until time.Time
 	if t.s.BlockDuration > 0 {
-		until = h.Time.Add(t.s.BlockDuration)
-		e.until = until.UnixNano()
+		e.until = h.Time.Add(t.s.BlockDuration).UnixNano()
 	}
-	*v = Verdict{Outcome: Tripped, Hits: len(e.ports), Decision: event.Event{
+	*v = Verdict{Outcome: Tripped, Hits: len(e.ports), Decision: t.decision(h, len(e.ports), e.until)}
+}
+
+// decision is what is said about h's host, with until in unix nanoseconds
+// (0: never ends).
+func (t *Trigger) decision(h *event.Event, hits int, until int64) event.Event {
+	d := event.Event{
 		Kind:   t.kind(h.Mode.Proto()),
 		Time:   h.Time,
 		Target: h.Src,
@@ -153,9 +172,32 @@ func (t *Trigger) Observe(h *event.Event, v *Verdict) {
 		Proto:  h.Mode.Proto(),
 		Port:   h.Dport,
 		Scan:   h.Scan,
-		Hits:   len(e.ports),
-		Until:  until,
-	}}
+		Hits:   hits,
+	}
+	if until != 0 {
+		d.Until = time.Unix(0, until).UTC()
+	}
+	return d
+}
+
+// afterDecision counts a decided host's further ports and escalates when
+// the count doubles.
+func (t *Trigger) afterDecision(e *host, h *event.Event, v *Verdict) {
+	for _, p := range e.ports {
+		if p == h.Dport {
+			*v = Verdict{Outcome: Decided, Hits: len(e.ports)}
+			return
+		}
+	}
+	e.after |= 1 << (uint64(h.Dport) * 0x9e3779b97f4a7c15 >> 58)
+	hits := len(e.ports) + bits.OnesCount64(e.after)
+	next := len(e.ports) << (e.escalations + 1)
+	if e.escalations >= maxEscalations || hits < next {
+		*v = Verdict{Outcome: Decided, Hits: hits}
+		return
+	}
+	e.escalations++
+	*v = Verdict{Outcome: Escalated, Hits: hits, Decision: t.decision(h, hits, e.until)}
 }
 
 func (t *Trigger) kind(p event.Proto) event.Kind {

@@ -33,7 +33,7 @@ func TestTrigger(t *testing.T) {
 	}{
 		{"trigger 0 reacts at once, once", base, []step{
 			{hit(a, event.ModeATCP, 21, 0), Tripped, event.KindBlock},
-			{hit(a, event.ModeATCP, 22, time.Second), Decided, 0},
+			{hit(a, event.ModeATCP, 21, time.Second), Decided, 0},
 		}},
 		{"trigger 2: two grace ports, the third trips", with(func(s *Settings) { s.ScanTrigger = 2 }), []step{
 			{hit(a, event.ModeSTCP, 1, 0), Counted, 0},
@@ -62,12 +62,12 @@ func TestTrigger(t *testing.T) {
 		}},
 		{"a decision with a duration ends, then the host is judged afresh", with(func(s *Settings) { s.BlockDuration = 10 * time.Minute }), []step{
 			{hit(a, event.ModeATCP, 1, 0), Tripped, event.KindBlock},
-			{hit(a, event.ModeATCP, 2, 9*time.Minute), Decided, 0},
+			{hit(a, event.ModeATCP, 1, 9*time.Minute), Decided, 0},
 			{hit(a, event.ModeATCP, 3, 10*time.Minute), Tripped, event.KindBlock},
 		}},
 		{"a decision without a duration never ends", base, []step{
 			{hit(a, event.ModeATCP, 1, 0), Tripped, event.KindBlock},
-			{hit(a, event.ModeATCP, 2, 1000*time.Hour), Decided, 0},
+			{hit(a, event.ModeATCP, 1, 1000*time.Hour), Decided, 0},
 		}},
 		{"BLOCK_x 0 and 2 give alert and run", with(func(s *Settings) { s.BlockTCP, s.BlockUDP = 0, 2 }), []step{
 			{hit(a, event.ModeTCP, 1, 0), Tripped, event.KindAlert},
@@ -101,6 +101,37 @@ func TestTrigger(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestEscalation: a decided host that goes on scanning is reported again
+// each time its count of ports doubles, a bounded number of times, with the
+// decision's own end; a host that stops is never reported again.
+func TestEscalation(t *testing.T) {
+	tr := NewTrigger(Settings{ScanTrigger: 1, BlockTCP: 1, IdleTimeout: time.Hour, MaxHosts: 10, BlockDuration: time.Hour})
+	var v Verdict
+	var said []int
+	var until time.Time
+	for p := 1; p <= 1024; p++ {
+		tr.Observe(hit("198.18.0.1", event.ModeATCP, uint16(p), time.Duration(p)*time.Millisecond), &v)
+		switch v.Outcome {
+		case Tripped:
+			until = v.Decision.Until
+			said = append(said, v.Decision.Hits)
+		case Escalated:
+			if !v.Decision.Until.Equal(until) || v.Decision.Kind != event.KindBlock || v.Decision.Port != uint16(p) {
+				t.Fatalf("escalation %+v", v.Decision)
+			}
+			said = append(said, v.Decision.Hits)
+		}
+	}
+	if len(said) < 4 || len(said) > 1+maxEscalations || said[0] != 2 {
+		t.Fatalf("said at %v", said)
+	}
+	for i := 1; i < len(said); i++ {
+		if said[i] < 2*said[i-1] {
+			t.Fatalf("said at %v: each must double the last", said)
+		}
 	}
 }
 
