@@ -63,9 +63,8 @@ type labEnv struct {
 
 func newLab(t *testing.T) *labEnv {
 	t.Helper()
-	labMu.Lock()
-	l := netlab.New(t)
-	labMu.Unlock()
+	// Unlocked by defer: netlab.New may skip the test (runtime.Goexit).
+	l := func() *netlab.Lab { labMu.Lock(); defer labMu.Unlock(); return netlab.New(t) }()
 	e := &labEnv{Lab: l, dir: t.TempDir(), daemonAccept: make(chan struct{}, 64)}
 	e.table = "pslab" + strings.TrimPrefix(l.Sensor, "pss-sens-")
 	b4 := l.Scanner4.As4()
@@ -364,7 +363,7 @@ func run(t *testing.T, ns string, limit time.Duration, args ...string) string {
 		t.Fatalf("%s: still running after %v: %s", strings.Join(args, " "), limit, out)
 	}
 	if err != nil {
-		t.Logf("%s: %v", strings.Join(args, " "), err)
+		t.Logf("%s: %v: %s", strings.Join(args, " "), err, out)
 	}
 	return string(out)
 }

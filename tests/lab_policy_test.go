@@ -154,8 +154,7 @@ func assertIgnored(scan func(*testing.T, *labEnv, netip.Addr)) func(*testing.T, 
 		scan(t, e, target)
 		waitEvent(t, p.hits, decisionLimit, "hit from the scanner", func(h *event.Event) bool { return h.Src == scanner })
 		waitLine(t, p.log, decisionLimit, "ps-judge's reason", func(s string) bool {
-			return strings.Contains(s, "ps-judge[") && strings.Contains(s, scanner.String()) && strings.Contains(s, "ignored: ") &&
-				strings.Contains(s, "ignore")
+			return strings.Contains(s, "ps-judge[") && strings.Contains(s, scanner.String()) && strings.Contains(s, "ignored: in the ignore file")
 		})
 		e.assertNothingBlocked(t, scanner)
 		if d := p.decisions.lines(); len(d) > 0 {

@@ -44,12 +44,17 @@ func TestLabScans(t *testing.T) {
 		{"stcp/nmap-sN", []string{"ps-sniff", "-stcp"}, false, append(nmapFast, "-sN", "-p", tcpList), event.ModeSTCP, []event.Scan{event.ScanNull}},
 		{"stcp/nmap-sX", []string{"ps-sniff", "-stcp"}, false, append(nmapFast, "-sX", "-p", tcpList), event.ModeSTCP, []event.Scan{event.ScanXmas}},
 		{"stcp/nmap-6-sS", []string{"ps-sniff", "-stcp"}, true, append(nmapFast, "-6", "-sS", "-p", tcpList), event.ModeSTCP, []event.Scan{event.ScanSYN}},
+		{"stcp/hping3-fin", []string{"ps-sniff", "-stcp"}, false, []string{"hping3", "-F", "-p", "++1", "-c", "16", "-i", "u10000"}, event.ModeSTCP, []event.Scan{event.ScanFIN}},
+		{"sudp/hping3-udp", []string{"ps-sniff", "-sudp"}, false, []string{"hping3", "--udp", "-p", "++1", "-c", "10", "-i", "u10000"}, event.ModeSUDP, []event.Scan{event.ScanUDP}},
 		{"sudp/nmap-sU", []string{"ps-sniff", "-sudp"}, false, append(nmapFast, "-sU", "-p", udpList), event.ModeSUDP, []event.Scan{event.ScanUDP}},
 		{"audp/nmap-6-sU", []string{"ps-sniff", "-audp"}, true, append(nmapFast, "-6", "-sU", "-p", "1-100"), event.ModeAUDP, []event.Scan{event.ScanUDP}},
 		{"audp/hping3-udp", []string{"ps-sniff", "-audp"}, false, []string{"hping3", "--udp", "-p", "++30", "-c", "8", "-i", "u20000"}, event.ModeAUDP, []event.Scan{event.ScanUDP}},
 		{"tcp/nmap-sT", []string{"ps-listen", "-tcp"}, false, append(nmapFast, "-sT", "-p", tcpList), event.ModeTCP, []event.Scan{event.ScanConnect}},
 		{"tcp/nmap-6-sT", []string{"ps-listen", "-tcp"}, true, append(nmapFast, "-6", "-sT", "-p", tcpList), event.ModeTCP, []event.Scan{event.ScanConnect}},
 		{"udp/nmap-sU", []string{"ps-listen", "-udp"}, false, append(nmapFast, "-sU", "-p", udpList), event.ModeUDP, []event.Scan{event.ScanUDP}},
+		{"udp/hping3-udp", []string{"ps-listen", "-udp"}, false, []string{"hping3", "--udp", "-p", "++1", "-c", "10", "-i", "u10000"}, event.ModeUDP, []event.Scan{event.ScanUDP}},
+		// No hping3 against ps-listen -tcp: bare SYNs never complete a
+		// connection, and classic mode, as in 1.2, sees only those.
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
