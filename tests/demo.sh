@@ -56,9 +56,13 @@ work=$(mktemp -d /tmp/psdemo.XXXXXX)
 chmod 755 "$work"   # the sensor runs as nobody after it drops root
 pids=()
 
+# The demo's own output, for cleanup: a signal's trap runs inside whatever
+# redirection the interrupted command had (nmap's output file).
+exec 8>&1 9>&2
 cleanup() {
-  local rc=$? p f
+  local rc=$? p f ns
   trap - EXIT INT TERM
+  exec 1>&8 2>&9
   if [ "$rc" -ne 0 ]; then
     for f in sniff judge block; do
       [ -s "$work/$f.log" ] || continue
@@ -66,6 +70,11 @@ cleanup() {
       tail -n 5 "$work/$f.log" | sed 's/^/   /' >&2
     done
   fi
+  # What the demo started, by pid; then anything still inside its two
+  # namespaces (ip netns pids), which only the demo put there.
+  for ns in "$NS_S" "$NS_P"; do
+    [ -e "/run/netns/$ns" ] && pids+=($(ip netns pids "$ns" 2>/dev/null))
+  done
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do
     for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
@@ -104,10 +113,12 @@ in_s ip neigh replace "$P6" lladdr "$MAC_P" dev "$VS" nud permanent
 in_p ip neigh replace "$S4" lladdr "$MAC_S" dev "$VP" nud permanent
 in_p ip neigh replace "$S6" lladdr "$MAC_S" dev "$VP" nud permanent
 
-# start_bg LOG CMD...: runs CMD in the background, remembered for cleanup.
+# start_bg LOG CMD...: runs CMD in the protected namespace in the
+# background, remembered by pid for cleanup (ip netns exec execs CMD, so $!
+# is CMD itself).
 start_bg() {
   local log=$1; shift
-  "$@" >"$log" 2>&1 &
+  ip netns exec "$NS_P" "$@" >"$log" 2>&1 &
   pids+=($!)
 }
 # wait_for SECONDS DESCRIPTION CMD...: polls CMD until it succeeds.
@@ -124,8 +135,8 @@ listening() { in_p ss -Hltn "sport = :$1" | grep -q LISTEN; }
 say "daemons on the protected host: a web server on port 80 and an SSH-like banner on port 22 (with $DAEMON)"
 case $DAEMON in
   python3)
-    start_bg "$work/http.log" in_p python3 -m http.server --bind :: --directory "$work" 80
-    start_bg "$work/ssh.log" in_p python3 -c '
+    start_bg "$work/http.log" python3 -m http.server --bind :: --directory "$work" 80
+    start_bg "$work/ssh.log" python3 -c '
 import socket
 s = socket.socket(socket.AF_INET6)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -138,12 +149,12 @@ while True:
     c.close()'
     ;;
   socat)
-    start_bg "$work/http.log" in_p socat TCP6-LISTEN:80,fork,reuseaddr,ipv6only=0 SYSTEM:'printf "HTTP/1.0 200 OK\r\n\r\nhello\r\n"'
-    start_bg "$work/ssh.log" in_p socat TCP6-LISTEN:22,fork,reuseaddr,ipv6only=0 SYSTEM:'printf "SSH-2.0-OpenSSH_9.2p1 demo\r\n"'
+    start_bg "$work/http.log" socat TCP6-LISTEN:80,fork,reuseaddr,ipv6only=0 SYSTEM:'printf "HTTP/1.0 200 OK\r\n\r\nhello\r\n"'
+    start_bg "$work/ssh.log" socat TCP6-LISTEN:22,fork,reuseaddr,ipv6only=0 SYSTEM:'printf "SSH-2.0-OpenSSH_9.2p1 demo\r\n"'
     ;;
   ncat)
-    start_bg "$work/http.log" in_p ncat -lk 80 --sh-exec 'printf "HTTP/1.0 200 OK\r\n\r\nhello\r\n"'
-    start_bg "$work/ssh.log" in_p ncat -lk 22 --sh-exec 'printf "SSH-2.0-OpenSSH_9.2p1 demo\r\n"'
+    start_bg "$work/http.log" ncat -lk 80 --sh-exec 'printf "HTTP/1.0 200 OK\r\n\r\nhello\r\n"'
+    start_bg "$work/ssh.log" ncat -lk 22 --sh-exec 'printf "SSH-2.0-OpenSSH_9.2p1 demo\r\n"'
     ;;
 esac
 wait_for 10 "the daemons on ports 22 and 80" bash -c "$(declare -f in_p listening); NS_P=$NS_P; listening 22 && listening 80"
@@ -207,16 +218,19 @@ RUN_AS_USER="nobody"
 EOF
 : >"$work/portsentry.ignore"
 chmod 644 "$work/portsentry.conf" "$work/portsentry.ignore"
-mkfifo "$work/hits" "$work/decisions"
+mkfifo "$work/hits" "$work/judged" "$work/decisions"
 
 say "starting on the protected host: ps-sniff -atcp | ps-judge | ps-block (nftables table inet $TABLE)"
-# Each stage is its own process (ip netns exec execs it), so each can be
-# stopped by its pid; the decisions are copied to a file on their way.
-in_p "$BIN/ps-block" -c "$work/portsentry.conf" <"$work/decisions" >"$work/results.jsonl" 2>"$work/block.log" &
+# Each stage is its own process (ip netns exec execs it), joined by named
+# pipes, so each can be stopped by its pid; tee copies the decisions to a
+# file on their way to ps-block.
+ip netns exec "$NS_P" "$BIN/ps-block" -c "$work/portsentry.conf" <"$work/decisions" >"$work/results.jsonl" 2>"$work/block.log" &
 pipeline=($!)
-in_p "$BIN/ps-judge" -c "$work/portsentry.conf" <"$work/hits" 2>"$work/judge.log" | tee "$work/decisions.jsonl" >"$work/decisions" &
+tee "$work/decisions.jsonl" <"$work/judged" >"$work/decisions" &
 pipeline+=($!)
-in_p "$BIN/ps-sniff" -atcp -c "$work/portsentry.conf" >"$work/hits" 2>"$work/sniff.log" &
+ip netns exec "$NS_P" "$BIN/ps-judge" -c "$work/portsentry.conf" <"$work/hits" >"$work/judged" 2>"$work/judge.log" &
+pipeline+=($!)
+ip netns exec "$NS_P" "$BIN/ps-sniff" -atcp -c "$work/portsentry.conf" >"$work/hits" 2>"$work/sniff.log" &
 sniff=$!
 pipeline+=("$sniff")
 pids+=("${pipeline[@]}")
