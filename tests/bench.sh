@@ -1,0 +1,524 @@
+#!/usr/bin/env bash
+# make bench: throughput, memory and lab figures, each the median of $RUNS
+# runs (these machines are shared and noisy), printed as a table at the end.
+#
+#   1. ps-judge: hits/s replaying a generated hit log on one core (the real
+#      binary, wall time; and the Go benchmark), peak memory while 1,000,000
+#      distinct spoofed sources stream through.
+#   2. ps-block: 100,000 block decisions into the nftables sets and 10,000
+#      into hosts.deny, the real binary in a network namespace of its own,
+#      from the first line written to the last result line read.
+#   3. The lab: ps-sniff -atcp | ps-judge | ps-block (nftables) on a
+#      protected namespace, nmap -sS -p 1-1024 from a scanner namespace: how
+#      many probes were answered. PortSentry 1.2 (Debian's) side by side.
+#   4. ps-sniff's CPU while iperf3 pushes a bulk TCP transfer to the
+#      protected namespace.
+#
+# Needs root. Every namespace, nftables table and process it makes is
+# removed on exit; lab traffic stays inside its namespaces, on
+# 198.18.0.0/15 and 2001:db8::/32. Environment: RUNS (default 5),
+# IPERF_SECONDS (10), SKIP (words among judge block lab ps12 iperf),
+# KEEP=1 keeps the work directory.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(dirname "$here")
+BIN=${BIN:-$root/bin}
+RUNS=${RUNS:-5}
+IPERF_SECONDS=${IPERF_SECONDS:-10}
+SKIP=${SKIP:-}
+
+say() { printf '\n== %s\n' "$*"; }
+note() { printf '   %s\n' "$*"; }
+die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
+skipped() { [[ " $SKIP " == *" $1 "* ]]; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  die "must run as root: it creates network namespaces, nftables tables and raw sockets (try: sudo make bench)"
+fi
+for p in ps-sniff ps-judge ps-block hitgen; do
+  [ -x "$BIN/$p" ] || die "$BIN/$p is missing: run make build (make bench does)"
+done
+for t in go ip nft nmap tcpdump iperf3 timeout awk python3; do
+  command -v "$t" >/dev/null 2>&1 || die "$t is missing (tests/install-deps.sh installs the lab tools)"
+done
+
+id=$$
+work=$(mktemp -d /tmp/psbench.XXXXXX)
+chmod 755 "$work" # the sensors run as nobody after they drop root
+namespaces=()
+pids=()
+etc_netns=()
+
+cleanup() {
+  local rc=$? p ns d
+  trap - EXIT INT TERM
+  # What the script started, by pid; then whatever is still inside its own
+  # namespaces (PortSentry 1.2 daemonizes), which only this script put there.
+  for ns in "${namespaces[@]}"; do
+    [ -e "/run/netns/$ns" ] && pids+=($(ip netns pids "$ns" 2>/dev/null))
+  done
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do
+    for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null || true
+  done
+  for ns in "${namespaces[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
+  for d in "${etc_netns[@]}"; do rm -rf "$d"; done
+  if [ -n "${KEEP:-}" ]; then echo "bench: work directory kept: $work" >&2; else rm -rf "$work"; fi
+  [ "$rc" -eq 0 ] || echo "bench: failed (status $rc); everything it made is removed" >&2
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# newns NAME: a namespace removed on exit.
+newns() {
+  ip netns add "$1"
+  namespaces+=("$1")
+  ip -n "$1" link set lo up
+}
+delns() {
+  local p
+  for p in $(ip netns pids "$1" 2>/dev/null); do kill -KILL "$p" 2>/dev/null || true; done
+  ip netns del "$1" 2>/dev/null || true
+}
+
+# median X...: the median of numbers.
+median() {
+  printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1}
+    END { if (NR == 0) print "n/a"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+# fmt_int N: 1234567 -> 1,234,567
+fmt_int() { printf "%'d" "$(printf '%.0f' "$1")" 2>/dev/null || printf '%.0f' "$1"; }
+export LC_NUMERIC=C.UTF-8
+
+# The summary table: one row per figure.
+rows=()
+# row FIGURE MEDIAN UNIT GOAL MET RUNS
+row() { rows+=("$1|$2 $3|$4|$5|$6"); }
+# verdict VALUE OP LIMIT: "yes" or "NO"
+verdict() { awk -v v="$1" -v l="$3" -v op="$2" 'BEGIN {
+  ok = (op == ">=") ? v >= l : (op == "<=") ? v <= l : v < l; print (ok ? "yes" : "NO") }'; }
+runs_list() { local IFS=' '; echo "$*"; }
+
+say "building tests/benchlab (the timing helper)"
+go build -o "$work/benchlab" "$here/benchlab"
+BL=$work/benchlab
+PIN=()
+if command -v taskset >/dev/null 2>&1; then PIN=(taskset -c 0); fi
+
+# --- 1. ps-judge --------------------------------------------------------------
+bench_judge() {
+  say "ps-judge: generating hit logs with bin/hitgen (1,000,000 hits each)"
+  "$BIN/hitgen" -n 1000000 -sources 1000 >"$work/hits-scanners.jsonl"
+  "$BIN/hitgen" -n 1000000 >"$work/hits-spoofed.jsonl"
+  note "$(du -m "$work/hits-scanners.jsonl" | cut -f1) MiB + $(du -m "$work/hits-spoofed.jsonl" | cut -f1) MiB"
+  # Built-in defaults (SCAN_TRIGGER 0, STATE_MAX_HOSTS 100000) and an ignore
+  # file that does not exist.
+  printf 'IGNORE_FILE="%s/no-such-ignore-file"\n' "$work" >"$work/judge.conf"
+
+  local log name rate=() rss=() w c m s out
+  for log in scanners spoofed; do
+    say "ps-judge: $RUNS runs of bin/ps-judge < hits-$log.jsonl > /dev/null (GOMAXPROCS=1${PIN:+, ${PIN[*]}})"
+    rate=() rss=()
+    for i in $(seq "$RUNS"); do
+      out=$("$BL" run -in "$work/hits-$log.jsonl" -out /dev/null -limit 60s -- \
+        "${PIN[@]}" env GOMAXPROCS=1 "$BIN/ps-judge" -c "$work/judge.conf" 2>"$work/judge-$log.log")
+      read -r w c m s <<<"$out"
+      [ "$s" = 0 ] || { tail -n 5 "$work/judge-$log.log" >&2; die "ps-judge exited with status $s"; }
+      rate+=("$(awk -v w="$w" 'BEGIN { printf "%.0f", 1000000 / w }')")
+      rss+=("$(awk -v m="$m" 'BEGIN { printf "%.1f", m / 1024 }')")
+      note "run $i: wall $w s, cpu $c s, $(fmt_int "${rate[-1]}") hits/s, peak RSS ${rss[-1]} MiB"
+    done
+    note "$(grep -o 'adminalert: [0-9]* lines read.*' "$work/judge-$log.log" | tail -n 1)"
+    case $log in
+      scanners) name="ps-judge hits/s, 1M hits from 1,000 scanners (binary, 1 core)" ;;
+      spoofed) name="ps-judge hits/s, 1M hits, 1M spoofed sources (binary, 1 core)" ;;
+    esac
+    m=$(median "${rate[@]}")
+    row "$name" "$(fmt_int "$m")" "hits/s" ">= 1,000,000" "$(verdict "$m" ">=" 1000000)" "$(runs_list "${rate[@]}")"
+    if [ "$log" = spoofed ]; then
+      m=$(median "${rss[@]}")
+      row "ps-judge peak RSS, 1M spoofed sources streaming" "$m" "MiB" "< 64 MiB" "$(verdict "$m" "<" 64)" "$(runs_list "${rss[@]}")"
+    fi
+  done
+
+  say "ps-judge: go test -bench BenchmarkReplay -cpu 1 -count $RUNS ./ps-judge (100,000 hits from 1,000 scanners, in process)"
+  (cd "$root" && go test -c -o "$work/ps-judge.test" ./ps-judge)
+  (cd "$root/ps-judge" && "${PIN[@]}" "$work/ps-judge.test" -test.run XXX -test.bench 'BenchmarkReplay$' -test.cpu 1 -test.count "$RUNS") | tee "$work/gobench-judge.txt" | sed 's/^/   /'
+  rate=()
+  for w in $(awk '/^BenchmarkReplay/ { for (i = 1; i < NF; i++) if ($(i + 1) == "ns/op") print $i }' "$work/gobench-judge.txt"); do
+    rate+=("$(awk -v n="$w" 'BEGIN { printf "%.0f", 1e9 / n }')")
+  done
+  m=$(median "${rate[@]}")
+  row "ps-judge hits/s, Go BenchmarkReplay (-cpu 1)" "$(fmt_int "$m")" "hits/s" ">= 1,000,000" "$(verdict "$m" ">=" 1000000)" "$(runs_list "${rate[@]}")"
+  rm -f "$work"/hits-*.jsonl
+}
+
+# --- 2. ps-block --------------------------------------------------------------
+# block_conf DIR TABLE KIND(nft|hostsdeny): ps-block's configuration.
+block_conf() {
+  local dir=$1 table=$2 kind=$3
+  {
+    echo "IGNORE_FILE=\"$dir/no-such-ignore-file\""
+    echo "BLOCKED_FILE=\"$dir/blocked\""
+    echo "HISTORY_FILE=\"$dir/history\""
+    echo "KILL_ROUTE=\"\""
+    echo "KILL_RUN_CMD=\"\""
+    echo "BLOCK_RATE=\"1000000\""
+    echo "BLOCK_BURST=\"1000000\""
+    echo "NFT_TABLE=\"$table\""
+    if [ "$kind" = nft ]; then
+      echo 'NFT_BLOCK="1"'
+      echo 'KILL_HOSTS_DENY=""'
+    else
+      echo 'NFT_BLOCK="0"'
+      echo 'KILL_HOSTS_DENY="ALL: $TARGET$"'
+      echo "HOSTS_DENY_FILE=\"$dir/hosts.deny\""
+    fi
+  } >"$dir/block.conf"
+  : >"$dir/hosts.deny"
+}
+
+bench_block() {
+  local kind n goal name out secs res ok rss ns dir times=() lines
+  "$BL" decisions -n 100000 >"$work/decisions-100000.jsonl"
+  "$BL" decisions -n 10000 >"$work/decisions-10000.jsonl"
+  for kind in nft hostsdeny; do
+    if [ "$kind" = nft ]; then n=100000 goal=2; else n=10000 goal=5; fi
+    say "ps-block: $RUNS runs of $n block decisions into $([ "$kind" = nft ] && echo "the nftables sets" || echo "hosts.deny"), each in a fresh namespace"
+    times=()
+    for i in $(seq "$RUNS"); do
+      ns=psbench-$id-block$i
+      dir=$work/block-$kind-$i
+      mkdir "$dir"
+      newns "$ns"
+      block_conf "$dir" "psbench_$id" "$kind"
+      out=$("$BL" feed -in "$work/decisions-$n.jsonl" -want "$n" -limit 60s -- \
+        ip netns exec "$ns" "$BIN/ps-block" -c "$dir/block.conf" 2>"$dir/block.log")
+      read -r secs res ok rss <<<"$out"
+      if [ "$kind" = nft ]; then
+        lines=$(ip netns exec "$ns" nft list table inet "psbench_$id" | grep -o '198\.1[89]\.[0-9]*\.[0-9]*\|2001:db8:be4c:[0-9a-f:]*' | wc -l)
+      else
+        lines=$(grep -c '^ALL: ' "$dir/hosts.deny" || true)
+      fi
+      note "run $i: $secs s, $res results ($ok ok), $lines hosts in $([ "$kind" = nft ] && echo "the sets" || echo "hosts.deny"), peak RSS $((rss / 1024)) MiB"
+      [ "$ok" = "$n" ] || { tail -n 5 "$dir/block.log" >&2; die "only $ok of $n blocks succeeded"; }
+      [ "$lines" = "$n" ] || die "$lines hosts blocked, want $n"
+      times+=("$secs")
+      delns "$ns"
+      rm -rf "$dir"
+    done
+    m=$(median "${times[@]}")
+    if [ "$kind" = nft ]; then name="ps-block 100,000 decisions -> nftables (binary, e2e)"; else name="ps-block 10,000 decisions -> hosts.deny (binary, e2e)"; fi
+    row "$name" "$m" "s" "< $goal s" "$(verdict "$m" "<" "$goal")" "$(runs_list "${times[@]}")"
+  done
+
+  say "ps-block: go test -bench EndToEnd -benchtime 1x -count 3 ./ps-block/blocker (in process, its own namespace)"
+  (cd "$root" && go test -run XXX -bench 'EndToEnd' -benchtime 1x -count 3 ./ps-block/blocker) | tee "$work/gobench-block.txt" | sed 's/^/   /'
+  for kind in NFT100k HostsDeny10k; do
+    times=()
+    for out in $(awk -v b="BenchmarkEndToEnd$kind" '$1 ~ "^" b { for (i = 1; i < NF; i++) if ($(i + 1) == "ns/op") print $i }' "$work/gobench-block.txt"); do
+      times+=("$(awk -v n="$out" 'BEGIN { printf "%.3f", n / 1e9 }')")
+    done
+    if [ "$kind" = NFT100k ]; then goal=2; else goal=5; fi
+    m=$(median "${times[@]}")
+    row "ps-block Go BenchmarkEndToEnd$kind" "$m" "s" "< $goal s" "$(verdict "$m" "<" "$goal")" "$(runs_list "${times[@]}")"
+  done
+}
+
+# --- 3 and 4. the two-namespace lab ---------------------------------------------
+NS_S=psbench-$id-scanner
+NS_P=psbench-$id-protected
+VS=psb${id}s # veth ends: at most 15 characters
+VP=psb${id}p
+S4=198.18.0.1 P4=198.18.0.2
+S6=2001:db8:5e::1 P6=2001:db8:5e::2
+in_s() { ip netns exec "$NS_S" "$@"; }
+in_p() { ip netns exec "$NS_P" "$@"; }
+
+lab_up() {
+  say "lab: namespaces $NS_S ($S4) and $NS_P ($P4), veth $VS <-> $VP"
+  newns "$NS_S"
+  newns "$NS_P"
+  local mac_s=02:00:c6:12:00:01 mac_p=02:00:c6:12:00:02
+  ip link add "$VS" netns "$NS_S" address "$mac_s" type veth peer name "$VP" netns "$NS_P" address "$mac_p"
+  in_s ip addr add "$S4/24" dev "$VS"
+  in_p ip addr add "$P4/24" dev "$VP"
+  in_s ip addr add "$S6/64" dev "$VS" nodad
+  in_p ip addr add "$P6/64" dev "$VP" nodad
+  in_s ip link set "$VS" up
+  in_p ip link set "$VP" up
+  # Fixed neighbours: no ARP for nmap to lose its first probes to.
+  in_s ip neigh replace "$P4" lladdr "$mac_p" dev "$VS" nud permanent
+  in_p ip neigh replace "$S4" lladdr "$mac_s" dev "$VP" nud permanent
+  in_s ip neigh replace "$P6" lladdr "$mac_p" dev "$VS" nud permanent
+  in_p ip neigh replace "$S6" lladdr "$mac_s" dev "$VP" nud permanent
+
+  note "daemons on the protected host: TCP ports 22, 80 and 443 (python3)"
+  in_p python3 -c '
+import socket, select
+ls = []
+for p in (22, 80, 443):
+    s = socket.socket(socket.AF_INET6)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.bind(("::", p)); s.listen(64); ls.append(s)
+while True:
+    r, _, _ = select.select(ls, [], [])
+    for s in r:
+        c, _ = s.accept(); c.close()' >"$work/daemons.log" 2>&1 &
+  pids+=($!)
+  wait_for 10 "the daemons" bash -c "ip netns exec $NS_P ss -Hltn | grep -q ':443 '"
+}
+
+# wait_for SECONDS DESCRIPTION CMD...: polls CMD until it succeeds.
+wait_for() {
+  local n=$(($1 * 10)) what=$2
+  shift 2
+  while ! "$@" >/dev/null 2>&1; do
+    n=$((n - 1))
+    [ "$n" -gt 0 ] || die "timed out waiting for $what"
+    sleep 0.1
+  done
+}
+
+# stop PID...: TERM, then KILL after 2 s; then forgets them, so that the
+# cleanup never signals a pid that may since belong to another process.
+stop() {
+  local p
+  for p in "$@"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "$@"; do
+    for _ in $(seq 20); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
+  forget "$@"
+}
+forget() {
+  local q keep=()
+  for q in "${pids[@]}"; do
+    [[ " $* " == *" $q "* ]] || keep+=("$q")
+  done
+  pids=("${keep[@]}")
+}
+
+# scan DIR: tcpdump on the scanner's veth, nmap's SYN scan of ports 1-1024,
+# then counts. Writes "answered nmap_open nmap_closed seconds" to DIR/counts
+# (not a command substitution: the shell itself must know tcpdump's pid).
+scan() {
+  local dir=$1 td t0 ms answered oc
+  in_s tcpdump -i "$VS" -nn -U -w "$dir/scan.pcap" "tcp and src host $P4" >"$dir/tcpdump.log" 2>&1 &
+  td=$!
+  pids+=("$td")
+  wait_for 10 "tcpdump" grep -q "listening on" "$dir/tcpdump.log"
+  t0=$(date +%s%N)
+  in_s timeout 60 nmap -n -Pn -sS -T4 -p 1-1024 --max-retries 0 --max-rtt-timeout 100ms --host-timeout 20s \
+    -oG "$dir/scan.gnmap" "$P4" >"$dir/scan.nmap" 2>&1 || true
+  ms=$((($(date +%s%N) - t0) / 1000000))
+  sleep 0.5 # the last answers on their way
+  kill -INT "$td" 2>/dev/null || true
+  wait "$td" 2>/dev/null || true
+  forget "$td"
+  # A probe was answered when the protected host sent a SYN-ACK or a RST
+  # from its port back to the scanner: count distinct ports, so that a
+  # retransmitted SYN-ACK is one answer.
+  answered=$(tcpdump -nn -r "$dir/scan.pcap" 'tcp[tcpflags] & (tcp-syn|tcp-rst) != 0' 2>/dev/null |
+    awk '{ split($3, a, "."); print a[5] }' | sort -u | wc -l)
+  # nmap's own view: open and closed ports (every other one is filtered).
+  oc=$(awk '/Ports:/ { n = split($0, f, /, /); for (i = 1; i <= n; i++) { if (f[i] ~ /\/open\//) o++; if (f[i] ~ /\/closed\//) c++ } }
+            /Ignored State: closed/ { s = $0; sub(/.*Ignored State: closed \(/, "", s); c += s + 0 }
+            END { printf "%d %d", o, c }' "$dir/scan.gnmap")
+  echo "$answered $oc $((ms / 1000)).$(printf '%03d' $((ms % 1000)))" >"$dir/counts"
+}
+
+pipe_conf() {
+  local dir=$1 table=$2
+  cat >"$dir/portsentry.conf" <<EOF
+IGNORE_FILE="$dir/no-such-ignore-file"
+BLOCKED_FILE="$dir/portsentry.blocked"
+HISTORY_FILE="$dir/portsentry.history"
+SCAN_TRIGGER="0"
+BLOCK_TCP="1"
+NFT_BLOCK="1"
+NFT_TABLE="$table"
+KILL_HOSTS_DENY=""
+KILL_ROUTE=""
+KILL_RUN_CMD=""
+RUN_AS_USER="nobody"
+EOF
+  chmod 644 "$dir/portsentry.conf"
+}
+
+bench_lab_baseline() {
+  local dir=$work/scan-none a o c t
+  mkdir "$dir"
+  say "lab: one nmap scan with nothing running on the protected host (sanity: every probe answered)"
+  scan "$dir"
+  read -r a o c t <"$dir/counts"
+  note "answered $a, nmap: $o open, $c closed, $t s"
+  row "lab: probes answered, no defense (1 run)" "$a" "" "1024 expected" "-" "$a"
+}
+
+bench_lab_pipeline() {
+  local i dir table sniff judge block a o c t ans=() opened=() blocked
+  say "lab: $RUNS runs of ps-sniff -atcp | ps-judge | ps-block (nftables) on $NS_P, nmap -sS -T4 -p 1-1024 from $NS_S"
+  for i in $(seq "$RUNS"); do
+    dir=$work/scan-pipeline-$i
+    table=psbench_${id}_$i
+    mkdir "$dir"
+    chmod 755 "$dir"
+    pipe_conf "$dir" "$table"
+    mkfifo "$dir/hits" "$dir/decisions"
+    in_p "$BIN/ps-block" -c "$dir/portsentry.conf" <"$dir/decisions" >"$dir/results.jsonl" 2>"$dir/block.log" &
+    block=$!
+    in_p "$BIN/ps-judge" -c "$dir/portsentry.conf" <"$dir/hits" >"$dir/decisions" 2>"$dir/judge.log" &
+    judge=$!
+    in_p "$BIN/ps-sniff" -atcp -c "$dir/portsentry.conf" >"$dir/hits" 2>"$dir/sniff.log" &
+    sniff=$!
+    pids+=("$block" "$judge" "$sniff")
+    wait_for 10 "ps-sniff to start (see $dir/sniff.log)" grep -q "now active and listening" "$dir/sniff.log"
+    wait_for 10 "ps-block to start" grep -q "ps-block is active" "$dir/block.log"
+    scan "$dir"
+    read -r a o c t <"$dir/counts"
+    blocked=$(grep -c '"ok":true' "$dir/results.jsonl" || true)
+    note "run $i: answered $a, nmap: $o open, $c closed, $t s; $blocked nft result(s) ok"
+    ans+=("$a")
+    opened+=("$((o + c))")
+    stop "$sniff"
+    stop "$judge" "$block"
+    in_p nft delete table inet "$table" 2>/dev/null || true
+  done
+  local m
+  m=$(median "${ans[@]}")
+  row "lab: probes answered, ps-sniff|ps-judge|ps-block (tcpdump)" "$m" "" "<= 10" "$(verdict "$m" "<=" 10)" "$(runs_list "${ans[@]}")"
+  m=$(median "${opened[@]}")
+  row "lab: same, nmap's open+closed" "$m" "" "<= 10" "$(verdict "$m" "<=" 10)" "$(runs_list "${opened[@]}")"
+}
+
+# PortSentry 1.2 reads /etc/portsentry/portsentry.conf only; ip netns exec
+# bind-mounts /etc/netns/NAME/portsentry over /etc/portsentry, so it gets
+# its own file without touching the real one.
+bench_lab_ps12() {
+  local i dir etc a o c t ans=() opened=() p
+  if [ ! -x /usr/sbin/portsentry ]; then
+    note "no /usr/sbin/portsentry: PortSentry 1.2 not measured"
+    return
+  fi
+  command -v iptables >/dev/null 2>&1 || { note "no iptables: PortSentry 1.2 not measured"; return; }
+  say "lab: $RUNS runs of PortSentry 1.2 (/usr/sbin/portsentry -atcp, KILL_ROUTE iptables DROP) on $NS_P, the same nmap"
+  etc=/etc/netns/$NS_P
+  mkdir -p "$etc/portsentry"
+  etc_netns+=("$etc")
+  for i in $(seq "$RUNS"); do
+    dir=$work/scan-ps12-$i
+    mkdir "$dir"
+    : >"$dir/portsentry.ignore"
+    cat >"$etc/portsentry/portsentry.conf" <<EOF
+TCP_PORTS="1,11,15,79,111,119,143,540,635,1080,1524,2000,5742,6667,12345,12346,20034,27665,31337,32771,32772,32773,32774,40421,49724,54320"
+UDP_PORTS="1,7,9,69,161,162,513,635,640,641,700,37444,34555,31335,32770,32771,32772,32773,32774,31337,54321"
+ADVANCED_PORTS_TCP="1024"
+ADVANCED_PORTS_UDP="1024"
+ADVANCED_EXCLUDE_TCP="113,139"
+ADVANCED_EXCLUDE_UDP="520,138,137,67"
+IGNORE_FILE="$dir/portsentry.ignore"
+HISTORY_FILE="$dir/portsentry.history"
+BLOCKED_FILE="$dir/portsentry.blocked"
+RESOLVE_HOST="0"
+BLOCK_UDP="1"
+BLOCK_TCP="1"
+KILL_ROUTE="$(command -v iptables) -I INPUT -s \$TARGET\$ -j DROP"
+SCAN_TRIGGER="0"
+EOF
+    in_p iptables -F INPUT 2>/dev/null || true
+    in_p /usr/sbin/portsentry -atcp >"$dir/ps12.log" 2>&1 || true
+    # It daemonizes; it is ready once its raw TCP socket is open.
+    wait_for 15 "PortSentry 1.2's raw socket" bash -c "ip netns exec $NS_P awk 'NR > 1 && \$2 ~ /:0006\$/ { f = 1 } END { exit !f }' /proc/net/raw"
+    sleep 0.3
+    scan "$dir"
+    read -r a o c t <"$dir/counts"
+    note "run $i: answered $a, nmap: $o open, $c closed, $t s; iptables: $(in_p iptables -S INPUT | grep -c DROP || true) DROP rule(s)"
+    ans+=("$a")
+    opened+=("$((o + c))")
+    for p in $(ip netns pids "$NS_P"); do
+      if [ "$(cat "/proc/$p/comm" 2>/dev/null)" = portsentry ]; then stop "$p"; fi
+    done
+  done
+  in_p iptables -F INPUT 2>/dev/null || true
+  local m
+  m=$(median "${ans[@]}")
+  row "lab: probes answered, PortSentry 1.2 -atcp (tcpdump)" "$m" "" "(~200)" "-" "$(runs_list "${ans[@]}")"
+  m=$(median "${opened[@]}")
+  row "lab: same, nmap's open+closed" "$m" "" "(~200)" "-" "$(runs_list "${opened[@]}")"
+}
+
+# ps_cpu PID: utime+stime in clock ticks.
+ps_cpu() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+
+bench_iperf() {
+  local i dir sniff srv c0 c1 t0 t1 gbps cpu cpus=() rates=() hz
+  hz=$(getconf CLK_TCK)
+  say "lab: $RUNS runs of a ${IPERF_SECONDS} s iperf3 transfer $NS_S -> $NS_P while ps-sniff -atcp runs there"
+  dir=$work/iperf
+  mkdir "$dir"
+  chmod 755 "$dir"
+  pipe_conf "$dir" "psbench_${id}_iperf"
+  in_p "$BIN/ps-sniff" -atcp -c "$dir/portsentry.conf" >"$dir/hits.jsonl" 2>"$dir/sniff.log" &
+  sniff=$!
+  pids+=("$sniff")
+  wait_for 10 "ps-sniff to start" grep -q "now active and listening" "$dir/sniff.log"
+  in_p iperf3 -s -B "$P4" >"$dir/iperf3-server.log" 2>&1 &
+  srv=$!
+  pids+=("$srv")
+  wait_for 10 "the iperf3 server" bash -c "ip netns exec $NS_P ss -Hltn | grep -q ':5201 '"
+  for i in $(seq "$RUNS"); do
+    c0=$(ps_cpu "$sniff")
+    t0=$(date +%s%N)
+    in_s timeout $((IPERF_SECONDS + 20)) iperf3 -c "$P4" -t "$IPERF_SECONDS" -J >"$dir/run$i.json"
+    t1=$(date +%s%N)
+    c1=$(ps_cpu "$sniff")
+    gbps=$(python3 -c 'import json,sys; print("%.2f" % (json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"] / 1e9))' "$dir/run$i.json")
+    cpu=$(awk -v c=$((c1 - c0)) -v hz="$hz" -v ns=$((t1 - t0)) 'BEGIN { printf "%.2f", 100 * (c / hz) / (ns / 1e9) }')
+    note "run $i: $gbps Gbit/s; ps-sniff used $((c1 - c0)) ticks (1/$hz s) = $cpu% of one core"
+    rates+=("$gbps")
+    cpus+=("$cpu")
+  done
+  note "hits ps-sniff reported meanwhile: $(wc -l <"$dir/hits.jsonl")"
+  stop "$sniff" "$srv"
+  local m
+  m=$(median "${cpus[@]}")
+  row "ps-sniff CPU during iperf3 bulk TCP (% of one core)" "$m" "%" "near 0" "$(verdict "$m" "<=" 1)" "$(runs_list "${cpus[@]}")"
+  m=$(median "${rates[@]}")
+  row "  the iperf3 transfer meanwhile" "$m" "Gbit/s" "several" "-" "$(runs_list "${rates[@]}")"
+}
+
+started=$(date +%s)
+skipped judge || bench_judge
+skipped block || bench_block
+if ! skipped lab || ! skipped ps12 || ! skipped iperf; then
+  lab_up
+  if ! skipped lab; then
+    bench_lab_baseline
+    bench_lab_pipeline
+  fi
+  skipped ps12 || bench_lab_ps12
+  skipped iperf || bench_iperf
+fi
+
+say "summary: medians of $RUNS runs on $(nproc) cores, $(uname -r), $(date -u +%Y-%m-%dT%H:%MZ), $(($(date +%s) - started)) s"
+{
+  echo "figure|median|goal|met|runs"
+  echo "------|------|----|---|----"
+  printf '%s\n' "${rows[@]}"
+} | awk -F'|' '
+  { for (i = 1; i <= NF; i++) { c[NR, i] = $i; if (length($i) > w[i]) w[i] = length($i) } n = NR }
+  END { for (r = 1; r <= n; r++) {
+    line = ""
+    for (i = 1; i <= 5; i++) {
+      cell = c[r, i]
+      if (c[r, 1] ~ /^-+$/) { cell = ""; while (length(cell) < w[i]) cell = cell "-" }
+      line = line sprintf(i < 5 ? "%-" w[i] "s | " : "%s", cell)
+    }
+    print "   " line } }'

@@ -1,0 +1,219 @@
+// Command benchlab is the measuring half of tests/bench.sh (make bench): the
+// few things a shell cannot time or count precisely.
+//
+//	benchlab decisions -n N
+//	    writes N block decision lines, each for a distinct target (half IPv4
+//	    from 198.18.0.0/15, half IPv6 from 2001:db8::/32), mode atcp.
+//	benchlab run [-in FILE] [-out FILE] [-limit D] -- CMD ARGS...
+//	    runs CMD with stdin from FILE and stdout to FILE (default /dev/null)
+//	    and prints one line: "wall_s cpu_s maxrss_kib exit_status".
+//	benchlab feed -in FILE -want N [-limit D] -- CMD ARGS...
+//	    starts CMD, writes FILE to its stdin as fast as it takes it, and reads
+//	    its stdout; prints one line: "seconds results ok maxrss_kib", seconds
+//	    from the first byte written to the moment the N-th result line was
+//	    read (or CMD's output ended).
+//
+// Every run is bounded by -limit (default 120 s): past it CMD is killed.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"syscall"
+	"time"
+
+	"github.com/portsentry/pipeline/shared/event"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+	}
+	var err error
+	switch os.Args[1] {
+	case "decisions":
+		err = decisions(os.Args[2:])
+	case "run":
+		err = run(os.Args[2:])
+	case "feed":
+		err = feed(os.Args[2:])
+	default:
+		usage()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "benchlab:", err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: benchlab decisions -n N | run [-in F] [-out F] -- CMD... | feed -in F -want N -- CMD...")
+	os.Exit(2)
+}
+
+// decisions writes n block lines for n distinct targets.
+func decisions(args []string) error {
+	fs := flag.NewFlagSet("decisions", flag.ExitOnError)
+	n := fs.Int("n", 100_000, "decision lines to write")
+	_ = fs.Parse(args)
+	if *n > 1<<17 {
+		return fmt.Errorf("at most %d distinct IPv4 targets fit 198.18.0.0/15", 1<<17)
+	}
+	w := bufio.NewWriterSize(os.Stdout, 1<<20)
+	e := event.Event{Kind: event.KindBlock, Time: time.Date(2026, 11, 24, 14, 0, 0, 0, time.UTC),
+		Mode: event.ModeATCP, Proto: event.ProtoTCP, Scan: event.ScanSYN, Port: 21, Hits: 1}
+	var buf []byte
+	for i := 0; i < *n; i++ {
+		if i%2 == 0 {
+			e.Target = netip.AddrFrom4([4]byte{198, 18 + byte(i>>16), byte(i >> 8), byte(i)})
+		} else {
+			e.Target = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0xbe, 0x4c, 13: byte(i >> 16), 14: byte(i >> 8), 15: byte(i)})
+		}
+		buf = event.Append(buf[:0], &e)
+		if _, err := w.Write(buf); err != nil {
+			return err
+		}
+	}
+	return w.Flush()
+}
+
+func command(ctx context.Context, argv []string) (*exec.Cmd, error) {
+	if len(argv) == 0 {
+		return nil, errors.New("no command given")
+	}
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Stderr = os.Stderr
+	cmd.WaitDelay = 2 * time.Second
+	return cmd, nil
+}
+
+func usage2(ps *os.ProcessState) (cpu float64, maxrss int64) {
+	if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
+		cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+		maxrss = ru.Maxrss // KiB on Linux
+	}
+	return cpu, maxrss
+}
+
+// run times one command end to end.
+func run(args []string) error {
+	fs := flag.NewFlagSet("run", flag.ExitOnError)
+	in := fs.String("in", "/dev/null", "file for the command's stdin")
+	out := fs.String("out", "/dev/null", "file for the command's stdout")
+	limit := fs.Duration("limit", 120*time.Second, "kill the command after this long")
+	_ = fs.Parse(args)
+	ctx, cancel := context.WithTimeout(context.Background(), *limit)
+	defer cancel()
+	cmd, err := command(ctx, fs.Args())
+	if err != nil {
+		return err
+	}
+	fi, err := os.Open(*in)
+	if err != nil {
+		return err
+	}
+	defer fi.Close()
+	fo, err := os.Create(*out)
+	if err != nil {
+		return err
+	}
+	defer fo.Close()
+	cmd.Stdin, cmd.Stdout = fi, fo
+	t0 := time.Now()
+	err = cmd.Run()
+	wall := time.Since(t0)
+	if cmd.ProcessState == nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("%s killed after %v", fs.Arg(0), *limit)
+	}
+	cpu, rss := usage2(cmd.ProcessState)
+	fmt.Printf("%.4f %.4f %d %d\n", wall.Seconds(), cpu, rss, cmd.ProcessState.ExitCode())
+	return nil
+}
+
+// feed times from the first line written to the want-th result line read.
+func feed(args []string) error {
+	fs := flag.NewFlagSet("feed", flag.ExitOnError)
+	in := fs.String("in", "", "file of lines to write to the command's stdin")
+	want := fs.Int("want", 0, "result lines to wait for")
+	limit := fs.Duration("limit", 120*time.Second, "kill the command after this long")
+	_ = fs.Parse(args)
+	data, err := os.ReadFile(*in)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *limit)
+	defer cancel()
+	cmd, err := command(ctx, fs.Args())
+	if err != nil {
+		return err
+	}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	// Give the command time to start (open netlink, restore its state)
+	// before the clock starts: start-up is not what is measured. It says
+	// it is ready on stderr, but a fixed pause is simpler and costs nothing
+	// measured.
+	time.Sleep(500 * time.Millisecond)
+	t0 := time.Now()
+	werr := make(chan error, 1)
+	go func() {
+		_, err := stdin.Write(data)
+		werr <- err
+	}()
+	var elapsed time.Duration
+	results, ok := 0, 0
+	sc := bufio.NewScanner(stdout)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		l := sc.Bytes()
+		if !bytes.Contains(l, []byte(`"kind":"result"`)) {
+			continue
+		}
+		results++
+		if bytes.Contains(l, []byte(`"ok":true`)) {
+			ok++
+		}
+		if results == *want {
+			elapsed = time.Since(t0)
+			break
+		}
+	}
+	if elapsed == 0 {
+		elapsed = time.Since(t0)
+	}
+	if err := <-werr; err != nil {
+		return fmt.Errorf("writing to %s: %w", fs.Arg(0), err)
+	}
+	stdin.Close()
+	_, _ = io.Copy(io.Discard, stdout)
+	err = cmd.Wait()
+	if ctx.Err() != nil {
+		return fmt.Errorf("%s killed after %v (%d results read)", fs.Arg(0), *limit, results)
+	}
+	if cmd.ProcessState == nil {
+		return err
+	}
+	_, rss := usage2(cmd.ProcessState)
+	fmt.Printf("%.4f %d %d %d\n", elapsed.Seconds(), results, ok, rss)
+	return nil
+}
