@@ -150,7 +150,10 @@ func TestAdvKillBlocker(t *testing.T) {
 			t.Errorf("%s added to the nftables set %d times", a, n)
 		}
 	}
-	if n := strings.Count(j.log(t), "connected to "+sock); n < runs {
+	// ps-judge reconnects by itself; a run of ps-block killed within the
+	// half second between retries may be missed, which loses nothing (the
+	// checks above), so only the reconnecting is asserted.
+	if n := strings.Count(j.log(t), "connected to "+sock); n < 2 {
 		t.Errorf("ps-judge connected %d times to %d runs of ps-block:\n%s", n, runs, j.log(t))
 	}
 	if t.Failed() {

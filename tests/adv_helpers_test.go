@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -247,28 +246,4 @@ func advRun(t *testing.T, limit time.Duration, name string, args ...string) stri
 		t.Fatalf("%s %s: %v (limit %v): %s", name, strings.Join(args, " "), err, limit, out)
 	}
 	return string(out)
-}
-
-var (
-	synfloodOnce sync.Once
-	synfloodErr  error
-)
-
-// advSynflood builds tests/synflood into binDir once and returns its path.
-// (TestMain builds the programs; the generator is built here so that only
-// the tests that flood pay for it.)
-func advSynflood(t *testing.T) string {
-	t.Helper()
-	path := bin("synflood")
-	synfloodOnce.Do(func() {
-		cmd := exec.Command("go", "build", "-o", path, "./synflood")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			synfloodErr = fmt.Errorf("building synflood: %v\n%s", err, out)
-		}
-	})
-	if synfloodErr != nil {
-		t.Fatal(synfloodErr)
-	}
-	return path
 }

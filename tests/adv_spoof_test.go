@@ -64,7 +64,7 @@ func (l *advSensorLab) mac(t *testing.T) string {
 // synflood runs the generator in the scanner namespace with extra flags.
 func (l *advSensorLab) synflood(t *testing.T, limit time.Duration, args ...string) string {
 	t.Helper()
-	argv := append([]string{"netns", "exec", l.Scanner, advSynflood(t), "-i", l.ScannerIf, "-dstmac", l.mac(t),
+	argv := append([]string{"netns", "exec", l.Scanner, bin("synflood"), "-i", l.ScannerIf, "-dstmac", l.mac(t),
 		"-dst4", l.Sensor4.String(), "-dst6", l.Sensor6.String(), "-t", limit.String()}, args...)
 	return advRun(t, limit+5*time.Second, "ip", argv...)
 }

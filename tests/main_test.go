@@ -24,7 +24,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
-	cmd := exec.Command("go", "build", "-o", dir+"/", "../ps-judge", "../ps-block", "../ps-listen", "../ps-sniff", "./hitgen")
+	cmd := exec.Command("go", "build", "-o", dir+"/", "../ps-judge", "../ps-block", "../ps-listen", "../ps-sniff", "./hitgen", "./synflood")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "building the programs: %v\n%s", err, out)

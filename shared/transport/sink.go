@@ -31,17 +31,18 @@ const resendWindow = 1 << 20
 // buffered. Stages call Flush whenever their input is idle, so a line
 // leaves the moment nothing else is waiting behind it.
 type Sink struct {
-	mu      sync.Mutex
-	w       *bufio.Writer
-	path    string // --connect socket, "" for stdout
-	conn    net.Conn
-	pending []byte // --connect: lines not yet sent
-	recent  []byte // --connect: the last lines sent, up to resendWindow
-	lost    bool   // --connect: the connection failed; resend recent on the next
-	dropped int
-	logf    func(format string, args ...any)
-	backoff time.Time
-	stop    chan struct{} // ends the retry loop of a --connect Sink
+	mu       sync.Mutex
+	w        *bufio.Writer
+	path     string // --connect socket, "" for stdout
+	conn     net.Conn
+	pending  []byte // --connect: lines not yet sent
+	recent   []byte // --connect: the last lines sent, up to resendWindow
+	lost     bool   // --connect: the connection failed; resend recent on the next
+	dropped  int
+	logf     func(format string, args ...any)
+	backoff  time.Time
+	stop     chan struct{} // ends the retry loop of a --connect Sink
+	failures int           // connection attempts failed in a row
 }
 
 // Stdout returns a Sink on standard output. A write to a pipe whose reader
@@ -65,8 +66,7 @@ func Connect(path string, logf func(format string, args ...any)) *Sink {
 	// Dial now: a sensor about to drop its privileges connects while it
 	// still may. Failing is fine; the first flush tries again.
 	if c, err := net.Dial("unix", path); err == nil {
-		s.conn = c
-		logf("connected to %s", path)
+		s.attach(c)
 	}
 	// Lines held while the peer was away must not wait for the next input.
 	go func() {
@@ -78,7 +78,7 @@ func Connect(path string, logf func(format string, args ...any)) *Sink {
 				return
 			case <-t.C:
 				if s.Pending() {
-					s.Flush()
+					_ = s.Flush() // a --connect Flush never fails; it retries
 				}
 			}
 		}
@@ -128,7 +128,7 @@ func (s *Sink) flushConn() error {
 		s.logf("%s unreachable: %d lines dropped, more than %d bytes were waiting", s.path, s.dropped, maxPending)
 		s.dropped = 0
 	}
-	if len(s.pending) == 0 {
+	if len(s.pending) == 0 && !s.lost {
 		return nil
 	}
 	if s.conn == nil {
@@ -137,12 +137,16 @@ func (s *Sink) flushConn() error {
 		}
 		c, err := net.Dial("unix", s.path)
 		if err != nil {
-			s.logf("connect %s: %v (retrying; %d bytes waiting)", s.path, err, len(s.pending))
+			// Said once, then once a minute: the peer may be away long.
+			if s.failures%120 == 0 {
+				s.logf("connect %s: %v (retrying every 0.5 s; %d bytes waiting)", s.path, err, len(s.pending))
+			}
+			s.failures++
 			s.backoff = time.Now().Add(500 * time.Millisecond)
 			return nil
 		}
-		s.conn = c
-		s.logf("connected to %s", s.path)
+		s.failures = 0
+		s.attach(c)
 		if s.lost && len(s.recent) > 0 {
 			s.logf("%s: sending the last %d bytes again, which the previous peer may not have acted on", s.path, len(s.recent))
 			s.pending = append(s.recent, s.pending...)
@@ -163,11 +167,35 @@ func (s *Sink) flushConn() error {
 	s.pending = s.pending[:copy(s.pending, s.pending[sent:])]
 	if err != nil {
 		s.logf("write %s: %v (reconnecting)", s.path, err)
-		s.conn.Close()
-		s.conn = nil
-		s.lost = true
+		s.detach(s.conn)
 	}
 	return nil
+}
+
+// attach makes c the connection, and watches it: the peer never writes, so
+// a read returns only when the peer has gone. An idle writer must notice
+// that too, since the lines the peer had not yet acted on are to be sent
+// again to its successor. Called with s.mu held or before s is shared.
+func (s *Sink) attach(c net.Conn) {
+	s.conn = c
+	s.logf("connected to %s", s.path)
+	go func() {
+		var b [1]byte
+		_, err := c.Read(b[:])
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.conn == c {
+			s.logf("%s: the reader has gone (%v); reconnecting", s.path, err)
+			s.detach(c)
+		}
+	}()
+}
+
+// detach drops a failed connection; the retry loop reconnects.
+func (s *Sink) detach(c net.Conn) {
+	c.Close()
+	s.conn = nil
+	s.lost = true
 }
 
 // remember keeps the tail of what was sent, whole lines only.
@@ -182,11 +210,12 @@ func (s *Sink) remember(sent []byte) {
 	}
 }
 
-// Pending reports whether lines wait for an unreachable peer.
+// Pending reports whether lines wait for a peer, or a lost peer's
+// successor is still to be given the lines it may have missed.
 func (s *Sink) Pending() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.pending) > 0
+	return len(s.pending) > 0 || s.lost
 }
 
 // Close flushes and closes.
@@ -196,6 +225,7 @@ func (s *Sink) Close() error {
 	defer s.mu.Unlock()
 	if s.conn != nil {
 		s.conn.Close()
+		s.conn = nil
 	}
 	if s.stop != nil {
 		close(s.stop)
