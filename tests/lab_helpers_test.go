@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -54,18 +55,17 @@ var labMu sync.Mutex
 // show that only the scanner is blocked) and a directory for the files.
 type labEnv struct {
 	*netlab.Lab
-	dir          string
-	table        string // the nft table, unique per test
-	bystander4   netip.Addr
-	bystander6   netip.Addr
-	daemonAccept chan struct{} // a value per connection the TCP daemon accepts
+	dir        string
+	table      string // the nft table, unique per test
+	bystander4 netip.Addr
+	bystander6 netip.Addr
 }
 
 func newLab(t *testing.T) *labEnv {
 	t.Helper()
 	// Unlocked by defer: netlab.New may skip the test (runtime.Goexit).
 	l := func() *netlab.Lab { labMu.Lock(); defer labMu.Unlock(); return netlab.New(t) }()
-	e := &labEnv{Lab: l, dir: t.TempDir(), daemonAccept: make(chan struct{}, 64)}
+	e := &labEnv{Lab: l, dir: t.TempDir()}
 	e.table = "pslab" + strings.TrimPrefix(l.Sensor, "pss-sens-")
 	b4 := l.Scanner4.As4()
 	b4[3] = 3
@@ -104,7 +104,7 @@ func (e *labEnv) startDaemons(t *testing.T) {
 		}
 	})
 	t.Cleanup(func() { ln.Close(); pc.Close() })
-	go serveTCP(ln, "daemon\n", e.daemonAccept)
+	go serveTCP(ln, "daemon\n")
 	go func() {
 		buf := make([]byte, 1500)
 		for {
@@ -118,7 +118,7 @@ func (e *labEnv) startDaemons(t *testing.T) {
 }
 
 // serveTCP greets every connection and closes it, until ln is closed.
-func serveTCP(ln net.Listener, greeting string, accepted chan<- struct{}) {
+func serveTCP(ln net.Listener, greeting string) {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -127,17 +127,13 @@ func serveTCP(ln net.Listener, greeting string, accepted chan<- struct{}) {
 		_ = c.SetDeadline(time.Now().Add(time.Second))
 		_, _ = c.Write([]byte(greeting))
 		c.Close()
-		select {
-		case accepted <- struct{}{}:
-		default:
-		}
 	}
 }
 
 // writeConf writes the test's configuration: every file in the test's
 // directory, its own nft table, hosts.deny via wrappers, then the
-// overrides (later keys never shadow earlier ones in 1.2's format, so
-// defaults that an override names are left out).
+// overrides, which replace the defaults rather than follow them: in 1.2's
+// format the first of repeated keys counts.
 func (e *labEnv) writeConf(t *testing.T, name string, over map[string]string) string {
 	t.Helper()
 	keys := map[string]string{
@@ -154,7 +150,7 @@ func (e *labEnv) writeConf(t *testing.T, name string, over map[string]string) st
 		keys[k] = v
 	}
 	var b strings.Builder
-	for _, k := range slices.Sorted(mapKeys(keys)) {
+	for _, k := range slices.Sorted(maps.Keys(keys)) {
 		fmt.Fprintf(&b, "%s=%q\n", k, keys[k])
 	}
 	for _, f := range []string{"ignore", "hosts.deny"} {
@@ -163,16 +159,6 @@ func (e *labEnv) writeConf(t *testing.T, name string, over map[string]string) st
 		}
 	}
 	return writeFile(t, e.dir, name, b.String())
-}
-
-func mapKeys(m map[string]string) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 func exists(p string) bool { _, err := os.Stat(p); return err == nil }
@@ -366,14 +352,6 @@ func run(t *testing.T, ns string, limit time.Duration, args ...string) string {
 		t.Logf("%s: %v: %s", strings.Join(args, " "), err, out)
 	}
 	return string(out)
-}
-
-// scannerAddr is the scanner's own address in the family of a.
-func (e *labEnv) scannerAddr(a netip.Addr) netip.Addr {
-	if a.Is4() {
-		return e.Scanner4
-	}
-	return e.Scanner6
 }
 
 // sensorAddr is the protected host's address in the family of a.

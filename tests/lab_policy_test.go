@@ -180,7 +180,7 @@ func TestLabDaemonMidRun(t *testing.T) {
 		}
 	})
 	t.Cleanup(func() { ln.Close() })
-	go serveTCP(ln, "220 ftp\n", nil)
+	go serveTCP(ln, "220 ftp\n")
 
 	if got, err := e.dial(t, e.Scanner4, port, 5*time.Second); err != nil || got != "220 ftp\n" {
 		t.Fatalf("connect to the new daemon: %q, %v", got, err)
