@@ -236,6 +236,9 @@ VS=psb${id}s # veth ends: at most 15 characters
 VP=psb${id}p
 S4=198.18.0.1 P4=198.18.0.2
 S6=2001:db8:5e::1 P6=2001:db8:5e::2
+# For a command in the foreground only: in the background, $! would be a
+# subshell's pid, not the command's (ip netns exec execs it, so write that
+# out in full there).
 in_s() { ip netns exec "$NS_S" "$@"; }
 in_p() { ip netns exec "$NS_P" "$@"; }
 
@@ -258,7 +261,7 @@ lab_up() {
   in_p ip neigh replace "$S6" lladdr "$mac_s" dev "$VP" nud permanent
 
   note "daemons on the protected host: TCP ports 22, 80 and 443 (python3)"
-  in_p python3 -c '
+  ip netns exec "$NS_P" python3 -c '
 import socket, select
 ls = []
 for p in (22, 80, 443):
@@ -310,7 +313,7 @@ forget() {
 # (not a command substitution: the shell itself must know tcpdump's pid).
 scan() {
   local dir=$1 td t0 ms answered oc
-  in_s tcpdump -i "$VS" -nn -U -w "$dir/scan.pcap" "tcp and src host $P4" >"$dir/tcpdump.log" 2>&1 &
+  ip netns exec "$NS_S" tcpdump -i "$VS" -nn -s 128 -B 16384 -U --immediate-mode -w "$dir/scan.pcap" "tcp and src host $P4" >"$dir/tcpdump.log" 2>&1 &
   td=$!
   pids+=("$td")
   wait_for 10 "tcpdump" grep -q "listening on" "$dir/tcpdump.log"
@@ -319,9 +322,7 @@ scan() {
     -oG "$dir/scan.gnmap" "$P4" >"$dir/scan.nmap" 2>&1 || true
   ms=$((($(date +%s%N) - t0) / 1000000))
   sleep 0.5 # the last answers on their way
-  kill -INT "$td" 2>/dev/null || true
-  wait "$td" 2>/dev/null || true
-  forget "$td"
+  stop "$td" # SIGTERM: tcpdump writes out its file (an async job ignores SIGINT)
   # A probe was answered when the protected host sent a SYN-ACK or a RST
   # from its port back to the scanner: count distinct ports, so that a
   # retransmitted SYN-ACK is one answer.
@@ -332,6 +333,19 @@ scan() {
             /Ignored State: closed/ { s = $0; sub(/.*Ignored State: closed \(/, "", s); c += s + 0 }
             END { printf "%d %d", o, c }' "$dir/scan.gnmap")
   echo "$answered $oc $((ms / 1000)).$(printf '%03d' $((ms % 1000)))" >"$dir/counts"
+}
+
+# latency DIR: how long after the first answered probe the nft result line
+# was written, and when the last answer left, from the capture's clock and
+# ps-block's (one machine, one clock).
+latency() {
+  local first last res
+  first=$(tcpdump -tt -nn -r "$1/scan.pcap" 2>/dev/null | awk 'NR == 1 { print $1 }')
+  last=$(tcpdump -tt -nn -r "$1/scan.pcap" 'tcp[tcpflags] & (tcp-syn|tcp-rst) != 0' 2>/dev/null | awk 'END { print $1 }')
+  res=$(grep -m1 '"action":"nft"' "$1/results.jsonl" | sed 's/.*"time":"\([^"]*\)".*/\1/')
+  [ -n "$first" ] && [ -n "$res" ] || return 0
+  res=$(date -u -d "$res" +%s.%N)
+  awk -v f="$first" -v l="$last" -v r="$res" 'BEGIN { printf "; nft result %.1f ms after the first answer, last answer at %.1f ms", (r - f) * 1000, (l - f) * 1000 }'
 }
 
 pipe_conf() {
@@ -362,40 +376,81 @@ bench_lab_baseline() {
   row "lab: probes answered, no defense (1 run)" "$a" "" "1024 expected" "-" "$a"
 }
 
+# pipeline_run DIR TABLE [traced]: starts ps-sniff -atcp | ps-judge |
+# ps-block on the protected host, scans it, stops the pipeline. Traced, a
+# benchlab relay between the stages stamps when the first lines passed.
+pipeline_run() {
+  local dir=$1 table=$2 traced=${3:-} sniff judge block relays=()
+  mkdir "$dir"
+  chmod 755 "$dir"
+  pipe_conf "$dir" "$table"
+  mkfifo "$dir/hits" "$dir/decisions"
+  if [ -n "$traced" ]; then
+    mkfifo "$dir/hits.raw" "$dir/decisions.raw"
+    "$BL" relay -log "$dir/stamps.hits" <"$dir/hits.raw" >"$dir/hits" &
+    relays+=($!)
+    "$BL" relay -log "$dir/stamps.decisions" <"$dir/decisions.raw" >"$dir/decisions" &
+    relays+=($!)
+  fi
+  ip netns exec "$NS_P" "$BIN/ps-block" -c "$dir/portsentry.conf" <"$dir/decisions" >"$dir/results.jsonl" 2>"$dir/block.log" &
+  block=$!
+  ip netns exec "$NS_P" "$BIN/ps-judge" -c "$dir/portsentry.conf" <"$dir/hits" >"$dir/decisions${traced:+.raw}" 2>"$dir/judge.log" &
+  judge=$!
+  ip netns exec "$NS_P" "$BIN/ps-sniff" -atcp -c "$dir/portsentry.conf" >"$dir/hits${traced:+.raw}" 2>"$dir/sniff.log" &
+  sniff=$!
+  pids+=("$block" "$judge" "$sniff" "${relays[@]}")
+  wait_for 10 "ps-sniff to start (see $dir/sniff.log)" grep -q "now active and listening" "$dir/sniff.log"
+  wait_for 10 "ps-block to start" grep -q "ps-block is active" "$dir/block.log"
+  scan "$dir"
+  stop "$sniff"
+  stop "${relays[@]}" "$judge" "$block"
+  in_p nft delete table inet "$table" 2>/dev/null || true
+}
+
 bench_lab_pipeline() {
-  local i dir table sniff judge block a o c t ans=() opened=() blocked
+  local i dir a o c t ans=() opened=() blocked
   say "lab: $RUNS runs of ps-sniff -atcp | ps-judge | ps-block (nftables) on $NS_P, nmap -sS -T4 -p 1-1024 from $NS_S"
   for i in $(seq "$RUNS"); do
     dir=$work/scan-pipeline-$i
-    table=psbench_${id}_$i
-    mkdir "$dir"
-    chmod 755 "$dir"
-    pipe_conf "$dir" "$table"
-    mkfifo "$dir/hits" "$dir/decisions"
-    in_p "$BIN/ps-block" -c "$dir/portsentry.conf" <"$dir/decisions" >"$dir/results.jsonl" 2>"$dir/block.log" &
-    block=$!
-    in_p "$BIN/ps-judge" -c "$dir/portsentry.conf" <"$dir/hits" >"$dir/decisions" 2>"$dir/judge.log" &
-    judge=$!
-    in_p "$BIN/ps-sniff" -atcp -c "$dir/portsentry.conf" >"$dir/hits" 2>"$dir/sniff.log" &
-    sniff=$!
-    pids+=("$block" "$judge" "$sniff")
-    wait_for 10 "ps-sniff to start (see $dir/sniff.log)" grep -q "now active and listening" "$dir/sniff.log"
-    wait_for 10 "ps-block to start" grep -q "ps-block is active" "$dir/block.log"
-    scan "$dir"
+    pipeline_run "$dir" "psbench_${id}_$i"
     read -r a o c t <"$dir/counts"
-    blocked=$(grep -c '"ok":true' "$dir/results.jsonl" || true)
-    note "run $i: answered $a, nmap: $o open, $c closed, $t s; $blocked nft result(s) ok"
+    blocked=$(grep -c '"action":"nft","ok":true' "$dir/results.jsonl" || true)
+    note "run $i: answered $a, nmap: $o open, $c closed, $t s; $blocked nft result(s) ok$(latency "$dir")"
     ans+=("$a")
     opened+=("$((o + c))")
-    stop "$sniff"
-    stop "$judge" "$block"
-    in_p nft delete table inet "$table" 2>/dev/null || true
   done
   local m
   m=$(median "${ans[@]}")
-  row "lab: probes answered, ps-sniff|ps-judge|ps-block (tcpdump)" "$m" "" "<= 10" "$(verdict "$m" "<=" 10)" "$(runs_list "${ans[@]}")"
+  row "lab: probes answered, ps-sniff/judge/block nft (tcpdump)" "$m" "" "<= 10" "$(verdict "$m" "<=" 10)" "$(runs_list "${ans[@]}")"
   m=$(median "${opened[@]}")
   row "lab: same, nmap's open+closed" "$m" "" "<= 10" "$(verdict "$m" "<=" 10)" "$(runs_list "${opened[@]}")"
+
+  say "lab: one more run, traced (not in the figures): where the time goes, from the first answered probe"
+  dir=$work/scan-pipeline-traced
+  pipeline_run "$dir" "psbench_${id}_traced" traced
+  read -r a o c t <"$dir/counts"
+  note "answered $a (the relays add two pipe hops)"
+  trace "$dir"
+}
+
+# trace DIR: milliseconds from the first answered probe (the capture's clock)
+# to each stage's first line, from the relays' stamps and ps-block's result.
+trace() {
+  local first hit dec res
+  first=$(tcpdump -tt -nn -r "$1/scan.pcap" 2>/dev/null | awk 'NR == 1 { print $1 }')
+  [ -n "$first" ] || { note "nothing captured"; return 0; }
+  hit=$(awk 'NR == 1 { printf "%.6f", $1 / 1e9 }' "$1/stamps.hits" 2>/dev/null)
+  dec=$(awk 'NR == 1 { printf "%.6f", $1 / 1e9 }' "$1/stamps.decisions" 2>/dev/null)
+  res=$(grep -m1 '"action":"nft"' "$1/results.jsonl" | sed 's/.*"time":"\([^"]*\)".*/\1/')
+  [ -n "$res" ] && res=$(date -u -d "$res" +%s.%N)
+  awk -v f="$first" -v h="${hit:-0}" -v d="${dec:-0}" -v r="${res:-0}" 'function ms(x) { return x > 0 ? sprintf("%+.1f ms", (x - f) * 1000) : "never" }
+    BEGIN {
+      printf "   first answer to the scanner      0.0 ms\n"
+      printf "   first hit line out of ps-sniff   %s\n", ms(h)
+      printf "   first decision out of ps-judge   %s\n", ms(d)
+      printf "   nft result out of ps-block       %s\n", ms(r)
+    }'
+  note "the first hit: $(head -c 200 "$1/stamps.hits" | head -n 1 | cut -d' ' -f2-)"
 }
 
 # PortSentry 1.2 reads /etc/portsentry/portsentry.conf only; ip netns exec
@@ -465,11 +520,11 @@ bench_iperf() {
   mkdir "$dir"
   chmod 755 "$dir"
   pipe_conf "$dir" "psbench_${id}_iperf"
-  in_p "$BIN/ps-sniff" -atcp -c "$dir/portsentry.conf" >"$dir/hits.jsonl" 2>"$dir/sniff.log" &
+  ip netns exec "$NS_P" "$BIN/ps-sniff" -atcp -c "$dir/portsentry.conf" >"$dir/hits.jsonl" 2>"$dir/sniff.log" &
   sniff=$!
   pids+=("$sniff")
   wait_for 10 "ps-sniff to start" grep -q "now active and listening" "$dir/sniff.log"
-  in_p iperf3 -s -B "$P4" >"$dir/iperf3-server.log" 2>&1 &
+  ip netns exec "$NS_P" iperf3 -s -B "$P4" >"$dir/iperf3-server.log" 2>&1 &
   srv=$!
   pids+=("$srv")
   wait_for 10 "the iperf3 server" bash -c "ip netns exec $NS_P ss -Hltn | grep -q ':5201 '"

@@ -192,7 +192,9 @@ func (t *Trigger) afterDecision(e *host, h *event.Event, v *Verdict) {
 	e.after |= 1 << (uint64(h.Dport) * 0x9e3779b97f4a7c15 >> 58)
 	hits := len(e.ports) + bits.OnesCount64(e.after)
 	next := len(e.ports) << (e.escalations + 1)
-	if e.escalations >= maxEscalations || hits < next {
+	// Only blocks escalate: they are what a rate limit holds back, while an
+	// alert needs no repeat and a run must run its command once, as in 1.2.
+	if e.escalations >= maxEscalations || hits < next || t.kind(h.Mode.Proto()) != event.KindBlock {
 		*v = Verdict{Outcome: Decided, Hits: hits}
 		return
 	}

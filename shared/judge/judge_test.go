@@ -135,6 +135,25 @@ func TestEscalation(t *testing.T) {
 	}
 }
 
+// TestNoEscalationForRunOrAlert: KILL_RUN_CMD runs once per scanner, as
+// in 1.2, however long it scans.
+func TestNoEscalationForRunOrAlert(t *testing.T) {
+	for _, level := range []int{0, 2} {
+		tr := NewTrigger(Settings{BlockTCP: level, IdleTimeout: time.Hour, MaxHosts: 10})
+		var v Verdict
+		said := 0
+		for p := 1; p <= 200; p++ {
+			tr.Observe(hit("198.18.0.1", event.ModeATCP, uint16(p), 0), &v)
+			if v.Outcome == Tripped || v.Outcome == Escalated {
+				said++
+			}
+		}
+		if said != 1 {
+			t.Errorf("BLOCK_TCP=%d: %d decisions for one scanner, want 1", level, said)
+		}
+	}
+}
+
 func TestForget(t *testing.T) {
 	tr := NewTrigger(Settings{BlockTCP: 1, IdleTimeout: time.Hour, MaxHosts: 10})
 	var v Verdict

@@ -12,6 +12,11 @@
 //	    its stdout; prints one line: "seconds results ok maxrss_kib", seconds
 //	    from the first byte written to the moment the N-th result line was
 //	    read (or CMD's output ended).
+//	benchlab relay -log FILE [-n N]
+//	    copies lines from stdin to stdout one at a time, unbuffered, and
+//	    writes the arrival time (Unix ns) and the first 120 bytes of each of
+//	    the first N lines (default 3) to FILE: a probe between two stages of
+//	    the pipeline, to see where the time goes.
 //
 // Every run is bounded by -limit (default 120 s): past it CMD is killed.
 package main
@@ -45,6 +50,8 @@ func main() {
 		err = run(os.Args[2:])
 	case "feed":
 		err = feed(os.Args[2:])
+	case "relay":
+		err = relay(os.Args[2:])
 	default:
 		usage()
 	}
@@ -216,4 +223,40 @@ func feed(args []string) error {
 	_, rss := usage2(cmd.ProcessState)
 	fmt.Printf("%.4f %d %d %d\n", elapsed.Seconds(), results, ok, rss)
 	return nil
+}
+
+// relay copies lines, stamping the first few.
+func relay(args []string) error {
+	fs := flag.NewFlagSet("relay", flag.ExitOnError)
+	logPath := fs.String("log", "", "file for the stamps")
+	n := fs.Int("n", 3, "lines to stamp")
+	_ = fs.Parse(args)
+	lf, err := os.Create(*logPath)
+	if err != nil {
+		return err
+	}
+	defer lf.Close()
+	r := bufio.NewReaderSize(os.Stdin, 64<<10)
+	for i := 0; ; i++ {
+		line, err := r.ReadSlice('\n')
+		if len(line) > 0 {
+			t := time.Now()
+			if _, werr := os.Stdout.Write(line); werr != nil {
+				return werr
+			}
+			if i < *n {
+				show := bytes.TrimRight(line, "\n")
+				if len(show) > 120 {
+					show = show[:120]
+				}
+				fmt.Fprintf(lf, "%d %s\n", t.UnixNano(), show)
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			return err
+		}
+	}
 }
