@@ -6,9 +6,6 @@ package main
 
 import (
 	"net/netip"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/portsentry/pipeline/ps-block/blocker"
@@ -19,7 +16,6 @@ import (
 	"github.com/portsentry/pipeline/shared/config"
 	"github.com/portsentry/pipeline/shared/guard"
 	"github.com/portsentry/pipeline/shared/stage"
-	"github.com/portsentry/pipeline/shared/transport"
 	"github.com/urfave/cli/v2"
 )
 
@@ -37,9 +33,6 @@ func main() {
 }
 
 func run(c *cli.Context) error {
-	if c.NArg() > 0 {
-		return stage.Fatal("unexpected argument %q (ps-block reads decision lines from standard input or --listen)", c.Args().First())
-	}
 	cfg, log, err := stage.Setup(c, "ps-block")
 	if err != nil {
 		return stage.Fatal("%v", err)
@@ -86,44 +79,11 @@ func run(c *cli.Context) error {
 		}
 	}()
 
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	if path := c.String(stage.FlagListen); path != "" {
-		l, err := transport.Listen(path, b, log.Admin)
-		if err != nil {
-			return stage.Fatal("%v", err)
-		}
-		defer l.Close()
-		select {
-		case s := <-sigs:
-			log.Admin("stopping on %v", s)
-			return nil
-		case err := <-outFailed:
-			return stage.Fatal("%v: stopping", err)
-		}
+	err = stage.Serve(c, b, log, outFailed)
+	if n := b.BadLines(); n > 0 {
+		log.Admin("%d line(s) refused", n)
 	}
-	done := make(chan error, 1)
-	go func() { done <- transport.Read(os.Stdin, "stdin", b) }()
-	select {
-	case s := <-sigs:
-		log.Admin("stopping on %v", s)
-		return nil
-	case err := <-outFailed:
-		return stage.Fatal("%v: stopping", err)
-	case err := <-done:
-		select { // the last flush, at the end of input, may have failed
-		case ferr := <-outFailed:
-			return stage.Fatal("%v: stopping", ferr)
-		default:
-		}
-		if n := b.BadLines(); n > 0 {
-			log.Admin("end of input; %d line(s) refused", n)
-		}
-		if err != nil {
-			return stage.Fatal("%v", err)
-		}
-		return nil
-	}
+	return err
 }
 
 // actions builds the configured actions. A malformed command is a

@@ -7,8 +7,6 @@ package main
 import (
 	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/portsentry/pipeline/shared/alert"
 	"github.com/portsentry/pipeline/shared/event"
@@ -31,9 +29,6 @@ func main() {
 }
 
 func run(c *cli.Context) error {
-	if c.NArg() > 0 {
-		return stage.Fatal("unexpected argument %q (ps-judge reads event lines from standard input or --listen)", c.Args().First())
-	}
 	cfg, log, err := stage.Setup(c, "ps-judge")
 	if err != nil {
 		return stage.Fatal("%v", err)
@@ -67,33 +62,7 @@ func run(c *cli.Context) error {
 		j.summary()
 	}()
 
-	if path := c.String(stage.FlagListen); path != "" {
-		ln, err := transport.Listen(path, j, func(f string, a ...any) { log.Admin(f, a...) })
-		if err != nil {
-			return stage.Fatal("%v", err)
-		}
-		defer ln.Close()
-		log.Admin("reading hit lines from %s", path)
-		sig := make(chan os.Signal, 1)
-		signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-		select {
-		case s := <-sig:
-			log.Admin("stopping on %v", s)
-			return nil
-		case err := <-j.failed:
-			return stage.Fatal("%v", err)
-		}
-	}
-	readErr := transport.Read(os.Stdin, "stdin", j)
-	select {
-	case err := <-j.failed:
-		return stage.Fatal("%v", err)
-	default:
-	}
-	if readErr != nil {
-		return stage.Fatal("%v", readErr)
-	}
-	return nil
+	return stage.Serve(c, j, log, j.failed)
 }
 
 // judgeStage is the transport.Handler that turns lines into decisions.

@@ -36,9 +36,6 @@ func main() {
 }
 
 func run(c *cli.Context) error {
-	if c.NArg() > 0 {
-		return stage.Fatal("unexpected argument %q", c.Args().First())
-	}
 	if !c.Bool("tcp") && !c.Bool("udp") {
 		return stage.Fatal("no mode: give -tcp, -udp or both")
 	}

@@ -58,9 +58,6 @@ func main() {
 }
 
 func run(c *cli.Context) error {
-	if c.NArg() > 0 {
-		return stage.Fatal("unexpected argument %q", c.Args().First())
-	}
 	if c.Bool("stcp") && c.Bool("atcp") || c.Bool("sudp") && c.Bool("audp") {
 		return stage.Fatal("one TCP mode and one UDP mode per process at most")
 	}

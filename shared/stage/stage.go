@@ -6,6 +6,8 @@ package stage
 import (
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/portsentry/pipeline/shared/alert"
 	"github.com/portsentry/pipeline/shared/config"
@@ -78,6 +80,13 @@ func Fatal(format string, args ...any) error {
 func Main(app *cli.App) {
 	// Errors from Fatal too: print them with the program's name, which
 	// tells which stage of a pipeline stopped.
+	// None of the programs takes an argument: a stray word is a mistake.
+	app.Before = func(c *cli.Context) error {
+		if c.NArg() > 0 {
+			return Fatal("unexpected argument %q (see --help)", c.Args().First())
+		}
+		return nil
+	}
 	app.ExitErrHandler = func(_ *cli.Context, err error) {
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "%s: %v\n", app.Name, err)
@@ -87,5 +96,42 @@ func Main(app *cli.App) {
 	if err := app.Run(os.Args); err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", app.Name, err)
 		os.Exit(1)
+	}
+}
+
+// Serve feeds h the lines of --listen's socket or of standard input, until
+// SIGINT or SIGTERM, the end of standard input, or an error on failed (the
+// stage's own output has gone), and says which in its error.
+func Serve(c *cli.Context, h transport.Handler, log *alert.Logger, failed <-chan error) error {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	done := make(chan error, 1)
+	if path := c.String(FlagListen); path != "" {
+		ln, err := transport.Listen(path, h, func(f string, a ...any) { log.Admin(f, a...) })
+		if err != nil {
+			return Fatal("%v", err)
+		}
+		defer ln.Close()
+		log.Admin("reading event lines from %s", path)
+	} else {
+		go func() { done <- transport.Read(os.Stdin, "stdin", h) }()
+	}
+	select {
+	case s := <-sigs:
+		log.Admin("stopping on %v", s)
+		return nil
+	case err := <-failed:
+		return Fatal("%v: stopping", err)
+	case err := <-done:
+		select { // the last flush, at the end of input, may have failed
+		case ferr := <-failed:
+			return Fatal("%v: stopping", ferr)
+		default:
+		}
+		if err != nil {
+			return Fatal("%v", err)
+		}
+		return nil
 	}
 }
