@@ -7,6 +7,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/portsentry/pipeline/shared/alert"
 	"github.com/portsentry/pipeline/shared/event"
@@ -79,11 +80,19 @@ type judgeStage struct {
 	failed  chan error // the first output failure; input stops mattering then
 	dead    bool
 
+	unflushed bool // decisions wait in the output buffer
+	lastFlush time.Time
+
 	lines, hits, bad, refused, decisions uint64
 }
 
-// expireEvery is how many hits pass between sweeps of idle hosts.
-const expireEvery = 4096
+// expireEvery is how many hits pass between sweeps of idle hosts, and
+// checkFlushEvery between checks that no decision waits past flushGap
+// while hits stream in without a pause.
+const (
+	expireEvery     = 4096
+	checkFlushEvery = 256
+)
 
 func (j *judgeStage) Line(origin string, n int, data []byte, err error) {
 	if j.dead {
@@ -145,6 +154,9 @@ func (j *judgeStage) Line(origin string, n int, data []byte, err error) {
 	if j.hits%expireEvery == 0 {
 		j.model.Expire(ev.Time)
 	}
+	if j.hits%checkFlushEvery == 0 {
+		j.flushIfDue()
+	}
 }
 
 func (j *judgeStage) reject(origin string, n int, err error) {
@@ -154,9 +166,34 @@ func (j *judgeStage) reject(origin string, n int, err error) {
 	}
 }
 
+// flushGap is the longest a decision waits in the output buffer while
+// decisions stream out: the first after a quiet spell leaves at once, and
+// a flood of them (spoofed sources) leaves in writes of many lines.
+const flushGap = time.Millisecond
+
+// write sends a decision: the hits still waiting to be read must not delay
+// the line that gets a scanner blocked.
 func (j *judgeStage) write(e *event.Event) {
 	j.buf = event.Append(j.buf[:0], e)
 	if err := j.out.Write(j.buf); err != nil {
+		j.fail(err)
+		return
+	}
+	j.unflushed = true
+	j.flushIfDue()
+}
+
+// flushIfDue flushes buffered decisions unless the last flush was less
+// than flushGap ago; Line calls it now and then, Idle flushes anyway.
+func (j *judgeStage) flushIfDue() {
+	if now := time.Now(); j.unflushed && now.Sub(j.lastFlush) >= flushGap {
+		j.flush(now)
+	}
+}
+
+func (j *judgeStage) flush(now time.Time) {
+	j.unflushed, j.lastFlush = false, now
+	if err := j.out.Flush(); err != nil {
 		j.fail(err)
 	}
 }
@@ -165,9 +202,7 @@ func (j *judgeStage) Idle() {
 	if j.dead {
 		return
 	}
-	if err := j.out.Flush(); err != nil {
-		j.fail(err)
-	}
+	j.flush(time.Now())
 }
 
 // fail records the first output error. With stdin the reading loop ends at

@@ -237,16 +237,14 @@ func live(c *cli.Context, cfg *config.Config, log *alert.Logger, s *sensor.Senso
 	return err
 }
 
-// readLoop handles packets as they come and flushes the output whenever no
-// further packet is pending, so each hit leaves at once and a burst of them
-// leaves in one write.
+// readLoop handles packets as they come and sends each hit the moment it is
+// made: during a scan the next packet is always pending, and waiting for a
+// pause would hold back the very hit that gets the scanner blocked. A
+// packet that made no hit costs no write.
 func readLoop(h *capture.Handle, s *sensor.Sensor, out *transport.Sink) error {
 	for {
 		pkt, err := h.Read(false)
 		if errors.Is(err, capture.ErrWouldBlock) {
-			if err := out.Flush(); err != nil {
-				return err
-			}
 			s.Decoder.Sweep(time.Now())
 			pkt, err = h.Read(true)
 		}
@@ -254,6 +252,9 @@ func readLoop(h *capture.Handle, s *sensor.Sensor, out *transport.Sink) error {
 			return err
 		}
 		if err := s.Packet(decode.LinkRaw, pkt.Data, pkt.Time); err != nil {
+			return err
+		}
+		if err := out.Flush(); err != nil {
 			return err
 		}
 	}
