@@ -91,7 +91,7 @@ median() {
     END { if (NR == 0) print "n/a"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
 }
 # fmt_int N: 1234567 -> 1,234,567
-fmt_int() { printf "%'d" "$(printf '%.0f' "$1")" 2>/dev/null || printf '%.0f' "$1"; }
+fmt_int() { printf '%.0f' "$1"; }
 export LC_NUMERIC=C.UTF-8
 
 # The summary table: one row per figure.
@@ -329,9 +329,9 @@ scan() {
   answered=$(tcpdump -nn -r "$dir/scan.pcap" 'tcp[tcpflags] & (tcp-syn|tcp-rst) != 0' 2>/dev/null |
     awk '{ split($3, a, "."); print a[5] }' | sort -u | wc -l)
   # nmap's own view: open and closed ports (every other one is filtered).
-  oc=$(awk '/Ports:/ { n = split($0, f, /, /); for (i = 1; i <= n; i++) { if (f[i] ~ /\/open\//) o++; if (f[i] ~ /\/closed\//) c++ } }
-            /Ignored State: closed/ { s = $0; sub(/.*Ignored State: closed \(/, "", s); c += s + 0 }
-            END { printf "%d %d", o, c }' "$dir/scan.gnmap")
+  oc=$(awk '/^[0-9]+\/tcp +open / { o++ } /^[0-9]+\/tcp +closed / { c++ }
+            /^Not shown:/ { n = split($0, f, /, /); for (i = 1; i <= n; i++) if (f[i] ~ /closed/) { sub(/^Not shown: /, "", f[i]); c += f[i] + 0 } }
+            END { printf "%d %d", o, c }' "$dir/scan.nmap")
   echo "$answered $oc $((ms / 1000)).$(printf '%03d' $((ms % 1000)))" >"$dir/counts"
 }
 
@@ -528,6 +528,13 @@ bench_iperf() {
   srv=$!
   pids+=("$srv")
   wait_for 10 "the iperf3 server" bash -c "ip netns exec $NS_P ss -Hltn | grep -q ':5201 '"
+  # Its CPU with no traffic at all, for comparison: what it spends on its own.
+  c0=$(ps_cpu "$sniff")
+  sleep "$IPERF_SECONDS"
+  c1=$(ps_cpu "$sniff")
+  local idle
+  idle=$(awk -v c=$((c1 - c0)) -v hz="$hz" -v s="$IPERF_SECONDS" 'BEGIN { printf "%.2f", 100 * (c / hz) / s }')
+  note "idle, no transfer, ${IPERF_SECONDS} s: ps-sniff used $((c1 - c0)) ticks = $idle% of one core"
   for i in $(seq "$RUNS"); do
     c0=$(ps_cpu "$sniff")
     t0=$(date +%s%N)
@@ -545,6 +552,7 @@ bench_iperf() {
   local m
   m=$(median "${cpus[@]}")
   row "ps-sniff CPU during iperf3 bulk TCP (% of one core)" "$m" "%" "near 0" "$(verdict "$m" "<=" 1)" "$(runs_list "${cpus[@]}")"
+  row "  ps-sniff CPU idle, no transfer (1 run)" "$idle" "%" "-" "-" "$idle"
   m=$(median "${rates[@]}")
   row "  the iperf3 transfer meanwhile" "$m" "Gbit/s" "several" "-" "$(runs_list "${rates[@]}")"
 }
