@@ -186,9 +186,12 @@ func live(c *cli.Context, cfg *config.Config, log *alert.Logger, s *sensor.Senso
 		return err
 	}
 	defer h.Close()
-	lw, err := listening.NewWatcher("/proc/net", s.TCP != nil, s.UDP != nil)
+	lw, fallback, err := listening.NewKernelWatcher(s.TCP != nil, s.UDP != nil)
 	if err != nil {
 		return err
+	}
+	if fallback != "" {
+		log.Admin("reading listening ports from /proc/net, slower: %s", fallback)
 	}
 	lw.OnError = func(err error) { log.Admin("%v", err) }
 	var addrs sensor.HostAddrs

@@ -1,6 +1,6 @@
 // Package listening knows which TCP and UDP ports of this host have a socket
 // listening (TCP state LISTEN) or bound (UDP, any state), as the kernel lists
-// them in /proc/net/{tcp,tcp6,udp,udp6}. The advanced modes watch the other
+// them through sock_diag or in /proc/net/{tcp,tcp6,udp,udp6}. The advanced modes watch the other
 // ports, so the table is kept current while ps-sniff runs and re-read on
 // demand before a hit, so that a port bound a moment ago (an FTP data port)
 // never reports a hit.
@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/portsentry/pipeline/ps-sniff/probe"
+	"golang.org/x/sys/unix"
 )
 
 // Ports is a set of port numbers.
@@ -165,9 +166,11 @@ func (s *Static) Listening(proto probe.Proto, port uint16, _ time.Time) bool {
 	return s.UDP.Has(port)
 }
 
-// Watcher keeps a Table current by reading /proc on an interval and, through
-// Listening, on demand. It is safe for concurrent use.
+// Watcher keeps a Table current by asking the kernel (sock_diag, else
+// /proc) on an interval and, through Listening, on demand. It is safe for
+// concurrent use.
 type Watcher struct {
+	diag     *diag // nil: read the /proc tables under dir
 	dir      string
 	tcp, udp bool
 	cur      atomic.Pointer[Table]
@@ -188,6 +191,24 @@ func NewWatcher(dir string, tcp, udp bool) (*Watcher, error) {
 	}
 	w.cur.Store(t)
 	return w, nil
+}
+
+// NewKernelWatcher asks the kernel through sock_diag, and falls back to
+// /proc/net where sock_diag is not available (a kernel without inet_diag).
+// fallback says why it fell back, or "".
+func NewKernelWatcher(tcp, udp bool) (w *Watcher, fallback string, err error) {
+	d, err := newDiag()
+	if err == nil {
+		w = &Watcher{diag: d, tcp: tcp, udp: udp}
+		var t *Table
+		if t, err = w.read(); err == nil {
+			w.cur.Store(t)
+			return w, "", nil
+		}
+		unix.Close(d.fd)
+	}
+	w, err2 := NewWatcher("/proc/net", tcp, udp)
+	return w, err.Error(), err2
 }
 
 // Table returns the latest reading; callers must not modify it.
@@ -244,6 +265,12 @@ func (w *Watcher) Listening(proto probe.Proto, port uint16, at time.Time) bool {
 // read reads the tables; w.mu is held or w is not shared yet.
 func (w *Watcher) read() (*Table, error) {
 	t := &Table{Read: time.Now()}
+	if w.diag != nil {
+		if err := w.diag.read(t, w.tcp, w.udp); err != nil {
+			return nil, fmt.Errorf("listening ports: %w", err)
+		}
+		return t, nil
+	}
 	var files []string
 	if w.tcp {
 		files = append(files, "tcp", "tcp6")

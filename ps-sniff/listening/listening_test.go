@@ -180,3 +180,66 @@ func TestPorts(t *testing.T) {
 		t.Fatal(p.List())
 	}
 }
+
+// TestKernelWatcherAgreesWithProc: sock_diag and /proc list the same
+// ports, and a socket opened after a reading is seen by the next one.
+func TestKernelWatcherAgreesWithProc(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	w, fallback, err := NewKernelWatcher(true, true)
+	if err != nil || fallback != "" {
+		t.Fatalf("NewKernelWatcher: %v (fell back: %q)", err, fallback)
+	}
+	port := uint16(ln.Addr().(*net.TCPAddr).Port)
+	if !w.Listening(probe.ProtoTCP, port, time.Time{}) {
+		t.Fatalf("listening port %d not seen", port)
+	}
+	pc, err := net.ListenPacket("udp", "[::1]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	uport := uint16(pc.LocalAddr().(*net.UDPAddr).Port)
+	if !w.Listening(probe.ProtoUDP, uport, time.Now()) {
+		t.Fatalf("UDP port %d bound after the reading not seen by the next", uport)
+	}
+	proc, err := NewWatcher("/proc/net", true, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Refresh(); err != nil {
+		t.Fatal(err)
+	}
+	// Sockets come and go between two readings (other tests run): both
+	// must hold at least this test's own.
+	for _, tb := range []*Table{w.Table(), proc.Table()} {
+		if !tb.TCP.Has(port) || !tb.UDP.Has(uport) {
+			t.Fatalf("a reading lacks the test's own ports")
+		}
+	}
+}
+
+// BenchmarkRead compares the two ways of reading the tables: the read made
+// before a hit is reported.
+func BenchmarkRead(b *testing.B) {
+	kernel, _, err := NewKernelWatcher(true, true)
+	if err != nil {
+		b.Fatal(err)
+	}
+	proc, err := NewWatcher("/proc/net", true, true)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for name, w := range map[string]*Watcher{"sock_diag": kernel, "proc": proc} {
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				if err := w.Refresh(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
