@@ -196,8 +196,8 @@ func TestOrder(t *testing.T) {
 		first bool
 		want  []string
 	}{
-		{false, []string{"hosts.deny add 198.18.0.1", "exec route 198.18.0.1", "nft add 198.18.0.1", "exec runcmd 198.18.0.1 21 atcp"}},
-		{true, []string{"exec runcmd 198.18.0.1 21 atcp", "hosts.deny add 198.18.0.1", "exec route 198.18.0.1", "nft add 198.18.0.1"}},
+		{false, []string{"nft add 198.18.0.1", "hosts.deny add 198.18.0.1", "exec route 198.18.0.1", "exec runcmd 198.18.0.1 21 atcp"}},
+		{true, []string{"exec runcmd 198.18.0.1 21 atcp", "nft add 198.18.0.1", "hosts.deny add 198.18.0.1", "exec route 198.18.0.1"}},
 	}
 	for _, tc := range tests {
 		t.Run(fmt.Sprint("first=", tc.first), func(t *testing.T) {
@@ -221,7 +221,7 @@ func TestDecisions(t *testing.T) {
 		calls int
 	}{
 		{"repeat in one batch", []string{block("198.18.0.1", "tcp", 21, ""), block("198.18.0.1", "tcp", 22, "")},
-			[]string{"block true 198.18.0.1 tcp", "hosts.deny true", "route true", "nft true", "run true"}, 4},
+			[]string{"block true 198.18.0.1 tcp", "nft true", "hosts.deny true", "route true", "run true"}, 4},
 		{"loopback refused", []string{block("127.0.0.1", "tcp", 21, "")}, []string{"block false 127.0.0.1 tcp: refused: 127.0.0.1 is a loopback address"}, 0},
 		{"ended before it came", []string{block("198.18.0.1", "tcp", 21, "2026-11-24T13:00:00Z")}, []string{"block false 198.18.0.1 tcp: refused: the block ended"}, 0},
 		{"shell metacharacters", []string{strings.Replace(block("198.18.0.1", "tcp", 21, ""), "198.18.0.1", "198.18.0.1;reboot", 1)}, []string{"input false  : test line 1: "}, 0},
