@@ -239,26 +239,13 @@ S6=2001:db8:5e::1 P6=2001:db8:5e::2
 # For a command in the foreground only: in the background, $! would be a
 # subshell's pid, not the command's (ip netns exec execs it, so write that
 # out in full there).
-in_s() { ip netns exec "$NS_S" "$@"; }
-in_p() { ip netns exec "$NS_P" "$@"; }
+. "$(dirname "$0")/lab.sh"
 
 lab_up() {
   say "lab: namespaces $NS_S ($S4) and $NS_P ($P4), veth $VS <-> $VP"
   newns "$NS_S"
   newns "$NS_P"
-  local mac_s=02:00:c6:12:00:01 mac_p=02:00:c6:12:00:02
-  ip link add "$VS" netns "$NS_S" address "$mac_s" type veth peer name "$VP" netns "$NS_P" address "$mac_p"
-  in_s ip addr add "$S4/24" dev "$VS"
-  in_p ip addr add "$P4/24" dev "$VP"
-  in_s ip addr add "$S6/64" dev "$VS" nodad
-  in_p ip addr add "$P6/64" dev "$VP" nodad
-  in_s ip link set "$VS" up
-  in_p ip link set "$VP" up
-  # Fixed neighbours: no ARP for nmap to lose its first probes to.
-  in_s ip neigh replace "$P4" lladdr "$mac_p" dev "$VS" nud permanent
-  in_p ip neigh replace "$S4" lladdr "$mac_s" dev "$VP" nud permanent
-  in_s ip neigh replace "$P6" lladdr "$mac_p" dev "$VS" nud permanent
-  in_p ip neigh replace "$S6" lladdr "$mac_s" dev "$VP" nud permanent
+  lab_link
 
   note "daemons on the protected host: TCP ports 22, 80 and 443 (python3)"
   ip netns exec "$NS_P" python3 -c '

@@ -90,28 +90,12 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-in_s() { ip netns exec "$NS_S" "$@"; }
-in_p() { ip netns exec "$NS_P" "$@"; }
+. "$(dirname "$0")/lab.sh"
 
 say "lab: namespaces $NS_S ($S4, $S6) and $NS_P ($P4, $P6), veth $VS <-> $VP"
 ip netns add "$NS_S"
 ip netns add "$NS_P"
-MAC_S=02:00:c6:12:00:01 MAC_P=02:00:c6:12:00:02
-ip link add "$VS" netns "$NS_S" address "$MAC_S" type veth peer name "$VP" netns "$NS_P" address "$MAC_P"
-in_s ip link set lo up
-in_p ip link set lo up
-in_s ip addr add "$S4/24" dev "$VS"
-in_p ip addr add "$P4/24" dev "$VP"
-in_s ip addr add "$S6/64" dev "$VS" nodad
-in_p ip addr add "$P6/64" dev "$VP" nodad
-in_s ip link set "$VS" up
-in_p ip link set "$VP" up
-# Fixed neighbour entries: no ARP or neighbour discovery to wait for, and
-# none that a block could starve.
-in_s ip neigh replace "$P4" lladdr "$MAC_P" dev "$VS" nud permanent
-in_s ip neigh replace "$P6" lladdr "$MAC_P" dev "$VS" nud permanent
-in_p ip neigh replace "$S4" lladdr "$MAC_S" dev "$VP" nud permanent
-in_p ip neigh replace "$S6" lladdr "$MAC_S" dev "$VP" nud permanent
+lab_link
 
 # start_bg LOG CMD...: runs CMD in the protected namespace in the
 # background, remembered by pid for cleanup (ip netns exec execs CMD, so $!

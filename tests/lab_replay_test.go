@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -139,7 +140,7 @@ func settle(t *testing.T, l *lineLog) {
 func (e *labEnv) capture(t *testing.T, file string) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", e.Sensor, "tcpdump", "-n", "-U", "-i", e.SensorIf, "-c", "20000", "-w", file)
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", e.Sensor, "tcpdump", "-n", "-U", "-B", "8192", "-i", e.SensorIf, "-c", "20000", "-w", file)
 	cmd.WaitDelay = 2 * time.Second
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -157,6 +158,20 @@ func (e *labEnv) capture(t *testing.T, file string) (stop func()) {
 			return
 		}
 		stopped = true
+		// tcpdump drops what is still in its ring when interrupted, and
+		// libpcap hands over a ring block only when it is full or after
+		// its 1 s timeout: wait until the file has not grown for longer
+		// than that (at most 6 s).
+		last := int64(-1)
+		for deadline := time.Now().Add(6 * time.Second); time.Now().Before(deadline); time.Sleep(1200 * time.Millisecond) {
+			fi, err := os.Stat(file)
+			if err == nil && fi.Size() == last {
+				break
+			}
+			if err == nil {
+				last = fi.Size()
+			}
+		}
 		_ = cmd.Process.Signal(syscall.SIGINT) // tcpdump flushes and exits
 		<-done
 		_ = cmd.Wait()
