@@ -176,7 +176,11 @@ summary() {
     /Status: Timeout/ { timeout = 1 }
     END {
       if (open == "") open = "-"
-      printf "%d %d %d %s%s\n", st["open"], st["closed"], st["filtered"] + st["open|filtered"], open, (timeout ? " (host timeout)" : "")
+      # Ports nmap lists nowhere (it gave up on the host) had no answer:
+      # the scan covered 1-1024, so they count as filtered.
+      f = st["filtered"] + st["open|filtered"]
+      if (st["open"] + st["closed"] + f < 1024) f = 1024 - st["open"] - st["closed"]
+      printf "%d %d %d %s%s\n", st["open"], st["closed"], f, open, (timeout ? " (host timeout)" : "")
     }' "$work/$1.gnmap"
 }
 
