@@ -549,17 +549,25 @@ func (e *labEnv) judge(t *testing.T, conf string, hits []byte) []*event.Event {
 	t.Helper()
 	cmd := e.command("ps-judge", "-c", conf)
 	cmd.Stdin = bytes.NewReader(hits)
+	_, l := runLines(t, "ps-judge (replay)", cmd)
+	return l.events(t)
+}
+
+// runLines runs cmd to its end and returns its standard output, whole and
+// as a log of lines; a failure ends the test with its standard error.
+func runLines(t *testing.T, name string, cmd *exec.Cmd) ([]byte, *lineLog) {
+	t.Helper()
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("ps-judge replay: %v\n%s", err, stderr.Bytes())
+		t.Fatalf("%s: %v\n%s", name, err, stderr.Bytes())
 	}
-	l := &lineLog{name: "ps-judge (replay)"}
+	l := &lineLog{name: name}
 	for _, s := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		if s != "" {
 			l.add(s)
 		}
 	}
-	return l.events(t)
+	return out, l
 }

@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"maps"
@@ -51,18 +50,7 @@ func TestLabPcapReplay(t *testing.T) {
 	stopCapture()
 
 	cmd := exec.Command(bin("ps-sniff"), "-c", conf, "-r", pcap, "-atcp", "-audp", "--addr", e.Sensor4.String(), "--addr", e.Sensor6.String())
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("ps-sniff -r: %v\n%s", err, stderr.Bytes())
-	}
-	replayHits := &lineLog{name: "ps-sniff -r"}
-	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		if l != "" {
-			replayHits.add(l)
-		}
-	}
+	out, replayHits := runLines(t, "ps-sniff -r", cmd)
 	if got, want := hitKeys(replayHits.events(t)), hitKeys(p.hits.events(t)); !slices.Equal(got, want) {
 		t.Errorf("replayed hits differ from live (%d replayed, %d live): only in replay %q; only live %q; first difference at %d",
 			len(got), len(want), minus(got, want), minus(want, got), firstDiff(got, want))
