@@ -37,6 +37,9 @@ import (
 // are read again in the background; a hit also re-reads the sockets first.
 const refreshEvery = 500 * time.Millisecond
 
+// dropReportEvery is how often ps-sniff says what the kernel dropped.
+const dropReportEvery = 10 * time.Second
+
 func main() {
 	app := &cli.App{
 		Name:      "ps-sniff",
@@ -215,14 +218,33 @@ func live(c *cli.Context, cfg *config.Config, log *alert.Logger, s *sensor.Senso
 	go func() {
 		t := time.NewTicker(refreshEvery)
 		defer t.Stop()
+		var received, dropped uint64
+		lastReport := time.Now()
+		// The kernel's counters reset on each reading: add them up and say
+		// what a flood made it drop, every 10 s at most and at the end.
+		report := func(now time.Time) {
+			if r, d, err := h.Stats(); err == nil {
+				received, dropped = received+uint64(r), dropped+uint64(d)
+			}
+			if dropped > 0 {
+				log.Security("the kernel dropped %d of %d packets for ps-sniff in the last %v: probes may have gone unseen", dropped, received, now.Sub(lastReport).Round(time.Second))
+			}
+			received, dropped, lastReport = 0, 0, now
+		}
 		for {
 			select {
 			case <-ctx.Done():
+				report(time.Now())
 				h.Close() // wakes the read loop
 				return
-			case <-t.C:
+			case now := <-t.C:
 				if err := addrs.Refresh(); err != nil {
 					log.Admin("%v", err)
+				}
+				if now.Sub(lastReport) >= dropReportEvery {
+					report(now)
+				} else if r, d, err := h.Stats(); err == nil {
+					received, dropped = received+uint64(r), dropped+uint64(d)
 				}
 			}
 		}
