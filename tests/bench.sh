@@ -20,6 +20,7 @@
 # IPERF_SECONDS (10), SKIP (words among judge block lab ps12 iperf),
 # KEEP=1 keeps the work directory.
 set -euo pipefail
+. "$(dirname "$0")/lab.sh"
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$here")
@@ -55,14 +56,7 @@ cleanup() {
   trap - EXIT INT TERM
   # What the script started, by pid; then whatever is still inside its own
   # namespaces (PortSentry 1.2 daemonizes), which only this script put there.
-  for ns in "${namespaces[@]}"; do
-    [ -e "/run/netns/$ns" ] && pids+=($(ip netns pids "$ns" 2>/dev/null))
-  done
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do
-    for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null || true
-  done
+  lab_stop "${namespaces[@]}"
   for ns in "${namespaces[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
   for d in "${etc_netns[@]}"; do rm -rf "$d"; done
   if [ -n "${KEEP:-}" ]; then echo "bench: work directory kept: $work" >&2; else rm -rf "$work"; fi
@@ -239,7 +233,6 @@ S6=2001:db8:5e::1 P6=2001:db8:5e::2
 # For a command in the foreground only: in the background, $! would be a
 # subshell's pid, not the command's (ip netns exec execs it, so write that
 # out in full there).
-. "$(dirname "$0")/lab.sh"
 
 lab_up() {
   say "lab: namespaces $NS_S ($S4) and $NS_P ($P4), veth $VS <-> $VP"

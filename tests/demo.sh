@@ -10,6 +10,7 @@
 # the decision and result lines, and the nftables set; then tears the lab
 # down. No packet leaves the namespaces it creates. Needs root.
 set -euo pipefail
+. "$(dirname "$0")/lab.sh"
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$here")
@@ -72,14 +73,7 @@ cleanup() {
   fi
   # What the demo started, by pid; then anything still inside its two
   # namespaces (ip netns pids), which only the demo put there.
-  for ns in "$NS_S" "$NS_P"; do
-    [ -e "/run/netns/$ns" ] && pids+=($(ip netns pids "$ns" 2>/dev/null))
-  done
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do
-    for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null || true
-  done
+  lab_stop "$NS_S" "$NS_P"
   ip netns del "$NS_S" 2>/dev/null || true
   ip netns del "$NS_P" 2>/dev/null || true   # the nft table goes with it
   [ -n "${KEEP:-}" ] || rm -rf "$work"
@@ -90,7 +84,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-. "$(dirname "$0")/lab.sh"
 
 say "lab: namespaces $NS_S ($S4, $S6) and $NS_P ($P4, $P6), veth $VS <-> $VP"
 ip netns add "$NS_S"

@@ -25,3 +25,18 @@ lab_link() {
   in_p ip neigh replace "$S4" lladdr "$mac_s" dev "$VP" nud permanent
   in_p ip neigh replace "$S6" lladdr "$mac_s" dev "$VP" nud permanent
 }
+
+# lab_stop NS...: ends the processes the caller started (its array pids)
+# and anything still inside the given namespaces, which only the caller put
+# there: TERM, up to a second's grace, then KILL.
+lab_stop() {
+  local ns p
+  for ns in "$@"; do
+    [ -e "/run/netns/$ns" ] && pids+=($(ip netns pids "$ns" 2>/dev/null))
+  done
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do
+    for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null || true
+  done
+}
