@@ -136,20 +136,21 @@ func (j *judgeStage) Line(origin string, n int, data []byte, err error) {
 			j.log.Attack("%s from host: %s/%s to %s port: %d (%d of %d grace hits)", ev.Scan.Describe(), ev.Src, ev.Src, ev.Proto.Upper(), ev.Dport, v.Hits, j.trigger)
 		}
 	case judge.Tripped:
+		// The decision leaves first: the log lines can wait, the block can't.
 		j.decisions++
+		j.write(&v.Decision)
 		if j.log.Allow() {
 			j.log.Attack("%s from host: %s/%s to %s port: %d", ev.Scan.Describe(), ev.Src, ev.Src, ev.Proto.Upper(), ev.Dport)
 		}
 		if j.log.Allow() {
 			j.log.Attack("Host: %s/%s tripped mode %s after %d ports: %s", ev.Src, ev.Src, ev.Mode, v.Hits, v.Decision.Kind)
 		}
-		j.write(&v.Decision)
 	case judge.Escalated:
 		j.decisions++
+		j.write(&v.Decision)
 		if j.log.Allow() {
 			j.log.Attack("Host: %s/%s still scanning in mode %s: %d ports, %s said again", ev.Src, ev.Src, ev.Mode, v.Hits, v.Decision.Kind)
 		}
-		j.write(&v.Decision)
 	}
 	if j.hits%expireEvery == 0 {
 		j.model.Expire(ev.Time)

@@ -210,7 +210,7 @@ func live(c *cli.Context, cfg *config.Config, log *alert.Logger, s *sensor.Senso
 	s.Listening, s.IsLocal = lw, addrs.Has
 	out := stage.Output(c, log)
 	defer out.Close()
-	s.Out = out
+	s.Out, s.FlushEach = out, true
 
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer cancel()
@@ -251,7 +251,7 @@ func live(c *cli.Context, cfg *config.Config, log *alert.Logger, s *sensor.Senso
 	}()
 	startLines(log, s, time.Now())
 	log.Admin("PortSentry is now active and listening.")
-	err = readLoop(h, s, out)
+	err = readLoop(h, s)
 	if ctx.Err() != nil && errors.Is(err, os.ErrClosed) {
 		log.Admin("stopping on signal")
 		return nil
@@ -262,11 +262,11 @@ func live(c *cli.Context, cfg *config.Config, log *alert.Logger, s *sensor.Senso
 	return err
 }
 
-// readLoop handles packets as they come and sends each hit the moment it is
-// made: during a scan the next packet is always pending, and waiting for a
-// pause would hold back the very hit that gets the scanner blocked. A
-// packet that made no hit costs no write.
-func readLoop(h *capture.Handle, s *sensor.Sensor, out *transport.Sink) error {
+// readLoop handles packets as they come; the sensor sends each hit the
+// moment it is made (FlushEach): during a scan the next packet is always
+// pending, and waiting for a pause would hold back the very hit that gets
+// the scanner blocked.
+func readLoop(h *capture.Handle, s *sensor.Sensor) error {
 	for {
 		pkt, err := h.Read(false)
 		if errors.Is(err, capture.ErrWouldBlock) {
@@ -277,9 +277,6 @@ func readLoop(h *capture.Handle, s *sensor.Sensor, out *transport.Sink) error {
 			return err
 		}
 		if err := s.Packet(decode.LinkRaw, pkt.Data, pkt.Time); err != nil {
-			return err
-		}
-		if err := out.Flush(); err != nil {
 			return err
 		}
 	}

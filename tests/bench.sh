@@ -328,10 +328,15 @@ latency() {
   awk -v f="$first" -v l="$last" -v r="$res" 'BEGIN { printf "; nft result %.1f ms after the first answer, last answer at %.1f ms", (r - f) * 1000, (l - f) * 1000 }'
 }
 
+# The ignore file sits in a directory of its own, as /etc/portsentry is:
+# the stages watch its directory, and the logs written beside it would wake
+# them on every line.
 pipe_conf() {
   local dir=$1 table=$2
+  mkdir -p "$dir/etc"
+  chmod 755 "$dir/etc"
   cat >"$dir/portsentry.conf" <<EOF
-IGNORE_FILE="$dir/no-such-ignore-file"
+IGNORE_FILE="$dir/etc/portsentry.ignore"
 BLOCKED_FILE="$dir/portsentry.blocked"
 HISTORY_FILE="$dir/portsentry.history"
 SCAN_TRIGGER="0"

@@ -2,9 +2,12 @@ package listening
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"net/netip"
 	"syscall"
 
+	"github.com/portsentry/pipeline/ps-sniff/probe"
 	"golang.org/x/sys/unix"
 )
 
@@ -16,6 +19,7 @@ import (
 type diag struct {
 	fd  int
 	buf []byte
+	seq uint32
 }
 
 func newDiag() (*diag, error) {
@@ -36,6 +40,8 @@ const (
 	nlHeader     = 16 // struct nlmsghdr
 	diagReqV2    = 56 // struct inet_diag_req_v2
 	diagMsgSport = 4  // offset of id.idiag_sport in struct inet_diag_msg
+	// Offsets in struct inet_diag_req_v2 of its struct inet_diag_sockid.
+	reqSport, reqDport, reqSrc, reqDst, reqCookie = 8, 10, 12, 28, 48
 )
 
 // ports adds the local ports of the sockets of one family and protocol in
@@ -83,6 +89,85 @@ func (d *diag) ports(family, proto uint8, states uint32, into *Ports) error {
 			off += (l + 3) &^ 3
 		}
 	}
+}
+
+// owner asks the kernel whether it has a socket for probe p: the one its
+// own lookup would deliver p to (an exact SOCK_DIAG_BY_FAMILY request, as
+// ss does for one socket). That is one hash lookup, where reading the
+// tables walks every bucket of the listening hash (about 65,000 on a host
+// with a few GiB), twice.
+func (d *diag) owner(p *probe.Probe) (bool, error) {
+	var req [nlHeader + diagReqV2]byte
+	ne := binary.NativeEndian
+	d.seq++
+	ne.PutUint32(req[0:], uint32(len(req)))
+	ne.PutUint16(req[4:], unix.SOCK_DIAG_BY_FAMILY)
+	ne.PutUint16(req[6:], unix.NLM_F_REQUEST)
+	ne.PutUint32(req[8:], d.seq)
+	r := req[nlHeader:]
+	r[0], r[1] = unix.AF_INET6, unix.IPPROTO_TCP
+	if p.Src.Is4() {
+		r[0] = unix.AF_INET
+	}
+	ne.PutUint32(r[4:], allStates)
+	// The kernel reads a TCP socket id as (local, remote) and, "for
+	// historical reasons", a UDP one as (remote, local).
+	local, remote := netip.AddrPortFrom(p.Dst, p.Dport), netip.AddrPortFrom(p.Src, p.Sport)
+	if p.Proto == probe.ProtoUDP {
+		r[1] = unix.IPPROTO_UDP
+		local, remote = remote, local
+	}
+	binary.BigEndian.PutUint16(r[reqSport:], local.Port())
+	binary.BigEndian.PutUint16(r[reqDport:], remote.Port())
+	putAddr(r[reqSrc:reqSrc+16], local.Addr())
+	putAddr(r[reqDst:reqDst+16], remote.Addr())
+	ne.PutUint64(r[reqCookie:], ^uint64(0)) // INET_DIAG_NOCOOKIE
+	if err := unix.Sendto(d.fd, req[:], 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return false, fmt.Errorf("sock_diag request: %w", err)
+	}
+	for {
+		n, _, err := unix.Recvfrom(d.fd, d.buf, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return false, fmt.Errorf("sock_diag receive: %w", err)
+		}
+		if n < nlHeader || int(ne.Uint32(d.buf)) < nlHeader {
+			return false, errors.New("sock_diag: short message")
+		}
+		if ne.Uint32(d.buf[8:]) != d.seq {
+			continue // the rest of an answer given up on
+		}
+		switch ne.Uint16(d.buf[4:]) {
+		case unix.SOCK_DIAG_BY_FAMILY:
+			return true, nil
+		case unix.NLMSG_ERROR:
+			if n < nlHeader+4 {
+				return false, errors.New("sock_diag: short error message")
+			}
+			switch errno := syscall.Errno(-int32(ne.Uint32(d.buf[nlHeader:]))); errno {
+			case unix.ENOENT:
+				return false, nil
+			default:
+				return false, fmt.Errorf("sock_diag lookup: %w", errno)
+			}
+		default:
+			return false, fmt.Errorf("sock_diag: unexpected message type %d", ne.Uint16(d.buf[4:]))
+		}
+	}
+}
+
+// putAddr writes a as struct inet_diag_sockid does: an IPv4 address in the
+// first four bytes.
+func putAddr(b []byte, a netip.Addr) {
+	if a.Is4() {
+		a4 := a.As4()
+		copy(b, a4[:])
+		return
+	}
+	a16 := a.As16()
+	copy(b, a16[:])
 }
 
 // read fills t: TCP sockets listening and UDP sockets bound, IPv4 and IPv6.

@@ -1,9 +1,10 @@
 // Package listening knows which TCP and UDP ports of this host have a socket
 // listening (TCP state LISTEN) or bound (UDP, any state), as the kernel lists
 // them through sock_diag or in /proc/net/{tcp,tcp6,udp,udp6}. The advanced modes watch the other
-// ports, so the table is kept current while ps-sniff runs and re-read on
-// demand before a hit, so that a port bound a moment ago (an FTP data port)
-// never reports a hit.
+// ports, so the table is kept current while ps-sniff runs and checked again
+// before a hit (the kernel's own socket lookup for the probe, or a new
+// reading), so that a port bound a moment ago (an FTP data port) never
+// reports a hit.
 //
 // A port counts whatever address the socket is bound to: like PortSentry
 // 1.2's bind() test, a daemon on 127.0.0.1:631 takes port 631 out of the
@@ -152,11 +153,20 @@ type Table struct {
 
 // Source tells whether a port was listening when a packet arrived.
 type Source interface {
+	// Listening reports whether port had a socket at time at.
 	Listening(proto probe.Proto, port uint16, at time.Time) bool
+	// Taken reports whether probe p, received at time at, was for a port
+	// with a socket: the hit check.
+	Taken(p *probe.Probe, at time.Time) bool
 }
 
 // Static is a fixed table, as learnt from a capture file.
 type Static Table
+
+// Taken implements Source.
+func (s *Static) Taken(p *probe.Probe, at time.Time) bool {
+	return s.Listening(p.Proto, p.Dport, at)
+}
 
 // Listening implements Source.
 func (s *Static) Listening(proto probe.Proto, port uint16, _ time.Time) bool {
@@ -260,6 +270,28 @@ func (w *Watcher) Listening(proto probe.Proto, port uint16, at time.Time) bool {
 		w.mu.Unlock()
 	}
 	return (*Static)(t).Listening(proto, port, at)
+}
+
+// Taken implements Source. A probe for a port the latest reading has free,
+// received after that reading, is checked with one lookup of the socket
+// the kernel delivered it to, not a new reading of every table: this is
+// the check between a scanner's first probe and its hit line. A socket
+// bound since then to another address only (not the probe's) is not seen
+// until the next reading; for the probe's address the port was closed.
+func (w *Watcher) Taken(p *probe.Probe, at time.Time) bool {
+	t := w.cur.Load()
+	if w.diag != nil && t.Read.Before(at) && !(*Static)(t).Listening(p.Proto, p.Dport, at) {
+		w.mu.Lock()
+		taken, err := w.diag.owner(p)
+		w.mu.Unlock()
+		if err == nil {
+			return taken
+		}
+		if w.OnError != nil {
+			w.OnError(err)
+		}
+	}
+	return w.Listening(p.Proto, p.Dport, at)
 }
 
 // read reads the tables; w.mu is held or w is not shared yet.

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/portsentry/pipeline/ps-sniff/probe"
+	"golang.org/x/sys/unix"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -241,5 +243,120 @@ func BenchmarkRead(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestOwner: the kernel's lookup for one probe finds the socket that would
+// take it (bound to the probe's address, to the wildcard, or an IPv6
+// wildcard socket taking IPv4 too), and none for a free port.
+func TestOwner(t *testing.T) {
+	d, err := newDiag()
+	if err != nil {
+		t.Skipf("no sock_diag: %v", err)
+	}
+	defer unix.Close(d.fd)
+	v4, v6 := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::1")
+	free := func(network string) uint16 {
+		// A port that was just free: bound, then closed.
+		if network[:3] == "tcp" {
+			l, err := net.Listen(network, "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			return uint16(l.Addr().(*net.TCPAddr).Port)
+		}
+		c, err := net.ListenPacket(network, "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return uint16(c.LocalAddr().(*net.UDPAddr).Port)
+	}
+	bind := func(network, addr string) uint16 {
+		if network[:3] == "tcp" {
+			l, err := net.Listen(network, addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { l.Close() })
+			return uint16(l.Addr().(*net.TCPAddr).Port)
+		}
+		c, err := net.ListenPacket(network, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return uint16(c.LocalAddr().(*net.UDPAddr).Port)
+	}
+	for _, tc := range []struct {
+		name    string
+		proto   probe.Proto
+		network string
+		bind    string // "" for a free port
+		dst     netip.Addr
+		want    bool
+	}{
+		{"tcp4 on its address", probe.ProtoTCP, "tcp4", "127.0.0.1:0", v4, true},
+		{"tcp4 wildcard", probe.ProtoTCP, "tcp4", "0.0.0.0:0", v4, true},
+		{"tcp6 on its address", probe.ProtoTCP, "tcp6", "[::1]:0", v6, true},
+		{"tcp dual-stack takes IPv4", probe.ProtoTCP, "tcp", "[::]:0", v4, true},
+		{"tcp4 bound elsewhere", probe.ProtoTCP, "tcp4", "127.0.0.2:0", v4, false},
+		{"tcp free", probe.ProtoTCP, "tcp4", "", v4, false},
+		{"udp4 on its address", probe.ProtoUDP, "udp4", "127.0.0.1:0", v4, true},
+		{"udp6 on its address", probe.ProtoUDP, "udp6", "[::1]:0", v6, true},
+		{"udp dual-stack takes IPv4", probe.ProtoUDP, "udp", "[::]:0", v4, true},
+		{"udp free", probe.ProtoUDP, "udp4", "", v4, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var port uint16
+			if tc.bind == "" {
+				port = free(tc.network)
+			} else {
+				port = bind(tc.network, tc.bind)
+			}
+			// The scanner's address differs from the socket's, so that a
+			// lookup with the two swapped finds nothing.
+			src := netip.MustParseAddr("127.0.0.9")
+			if tc.dst.Is6() {
+				src = netip.MustParseAddr("2001:db8::9")
+			}
+			p := &probe.Probe{Src: src, Dst: tc.dst, Proto: tc.proto, Sport: 40000, Dport: port}
+			got, err := d.owner(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.want {
+				t.Fatalf("owner of %s port %d = %v, want %v", tc.dst, port, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestTakenLooksUpNewSockets: a socket bound after the reading is found
+// by Taken's lookup, without a new reading of the tables.
+func TestTakenLooksUpNewSockets(t *testing.T) {
+	w, fallback, err := NewKernelWatcher(true, false)
+	if err != nil || fallback != "" {
+		t.Skipf("no sock_diag: %v %s", err, fallback)
+	}
+	read := w.Table()
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	port := uint16(l.Addr().(*net.TCPAddr).Port)
+	lo := netip.MustParseAddr("127.0.0.1")
+	p := &probe.Probe{Src: lo, Dst: lo, Proto: probe.ProtoTCP, Sport: 40000, Dport: port}
+	if !w.Taken(p, time.Now()) {
+		t.Fatalf("port %d bound after the reading not taken", port)
+	}
+	if w.Table() != read {
+		t.Fatal("Taken read the tables again for a port its lookup found")
+	}
+	l.Close()
+	if w.Taken(p, time.Now()) {
+		t.Fatalf("port %d taken after its socket closed", port)
 	}
 }

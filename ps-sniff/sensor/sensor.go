@@ -38,6 +38,7 @@ func (w *Watch) Covers(port uint16) bool {
 // Writer takes event lines; transport.Sink is one.
 type Writer interface {
 	Write(line []byte) error
+	Flush() error
 }
 
 // Sensor turns packets into hit lines. It is not safe for concurrent use.
@@ -48,6 +49,9 @@ type Sensor struct {
 	Listening listening.Source
 	Decoder   *decode.Decoder
 	Out       Writer
+	// FlushEach sends every hit line before anything else is done (live
+	// capture: the next packet, or the log line, can wait; the block can't).
+	FlushEach bool
 	// OnHit, if set, is called after each hit line is written.
 	OnHit func(*event.Event)
 
@@ -75,7 +79,7 @@ func (s *Sensor) Packet(lt decode.LinkType, data []byte, ts time.Time) error {
 		s.NotLocal++
 		return nil
 	}
-	if s.Listening.Listening(s.p.Proto, s.p.Dport, ts) {
+	if s.Listening.Taken(&s.p, ts) {
 		s.ToListening++
 		return nil
 	}
@@ -90,6 +94,11 @@ func (s *Sensor) Packet(lt decode.LinkType, data []byte, ts time.Time) error {
 	s.line = event.Append(s.line[:0], &s.ev)
 	if err := s.Out.Write(s.line); err != nil {
 		return fmt.Errorf("hit: %w", err)
+	}
+	if s.FlushEach {
+		if err := s.Out.Flush(); err != nil {
+			return fmt.Errorf("hit: %w", err)
+		}
 	}
 	s.Hits++
 	if s.OnHit != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/portsentry/pipeline/shared/alert"
 	"github.com/portsentry/pipeline/shared/config"
+	"github.com/portsentry/pipeline/shared/slice"
 	"github.com/portsentry/pipeline/shared/transport"
 	"github.com/urfave/cli/v2"
 )
@@ -57,6 +58,11 @@ func Setup(c *cli.Context, prog string) (*config.Config, *alert.Logger, error) {
 		log.Admin("no %s: using built-in defaults", config.DefaultPath)
 	} else {
 		log.Admin("configuration read from %s", cfg.Source)
+	}
+	// Every stage is on the path from a scanner's first probe to its
+	// block: each one must run the moment its input arrives.
+	if err := slice.Set(slice.Short); err != nil {
+		log.Admin("%v: a woken stage may wait for a busy process's slice", err)
 	}
 	return cfg, log, nil
 }
