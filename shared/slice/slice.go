@@ -26,7 +26,7 @@ const Short = 100 * time.Microsecond
 // Linux 6.12, sched_runtime is ignored for the fair class).
 var ErrUnsupported = errors.New("this kernel has no custom time slices (Linux 6.12 or later)")
 
-// Set asks for slice d for every thread of this process that runs under
+// Set asks for slice d (0: the kernel's default) for every thread of this process that runs under
 // the fair class (SCHED_OTHER, SCHED_BATCH); threads an administrator put
 // under a real-time class keep it. Threads created later inherit it.
 func Set(d time.Duration) error {
@@ -63,7 +63,7 @@ func setThread(tid int, d time.Duration) error {
 		return fmt.Errorf("time slice of thread %d: %w", tid, err)
 	}
 	got, err := unix.SchedGetAttr(tid, 0)
-	if err == nil && got.Runtime != attr.Runtime {
+	if err == nil && d > 0 && got.Runtime != attr.Runtime {
 		return ErrUnsupported
 	}
 	return nil
