@@ -34,7 +34,8 @@ import (
 )
 
 // refreshEvery is how often the listening sockets and the host's addresses
-// are read again in the background; a hit also re-reads the sockets first.
+// are read again in the background; a probe newer than the reading is also
+// checked with the kernel first (listening.Watcher.Taken).
 const refreshEvery = 500 * time.Millisecond
 
 // dropReportEvery is how often ps-sniff says what the kernel dropped.

@@ -321,7 +321,11 @@ scan() {
 latency() {
   local first last res
   first=$(tcpdump -tt -nn -r "$1/scan.pcap" 2>/dev/null | awk 'NR == 1 { print $1 }')
-  last=$(tcpdump -tt -nn -r "$1/scan.pcap" 'tcp[tcpflags] & (tcp-syn|tcp-rst) != 0' 2>/dev/null | awk 'END { print $1 }')
+  # The last port answered for the first time: a SYN-ACK sent before the
+  # block is retransmitted for seconds after it (the scanner's RST is
+  # dropped), and is no new answer.
+  last=$(tcpdump -tt -nn -r "$1/scan.pcap" 'tcp[tcpflags] & (tcp-syn|tcp-rst) != 0' 2>/dev/null |
+    awk '{ split($3, a, "."); if (!seen[a[5]]++) t = $1 } END { print t }')
   res=$(grep -m1 '"action":"nft"' "$1/results.jsonl" | sed 's/.*"time":"\([^"]*\)".*/\1/')
   [ -n "$first" ] && [ -n "$res" ] || return 0
   res=$(date -u -d "$res" +%s.%N)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 
 	"github.com/portsentry/pipeline/shared/alert"
@@ -60,7 +61,12 @@ func Setup(c *cli.Context, prog string) (*config.Config, *alert.Logger, error) {
 		log.Admin("configuration read from %s", cfg.Source)
 	}
 	// Every stage is on the path from a scanner's first probe to its
-	// block: each one must run the moment its input arrives.
+	// block: each one must run the moment its input arrives. Its work is
+	// one goroutine; more Ps would only add threads that the runtime wakes
+	// to look for work, each wake-up a context switch on that path.
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(1)
+	}
 	if err := slice.Set(slice.Short); err != nil {
 		log.Admin("%v: a woken stage may wait for a busy process's slice", err)
 	}
