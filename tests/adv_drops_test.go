@@ -1,0 +1,54 @@
+package tests
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestAdvDropReport: when ps-sniff cannot keep up, the kernel drops packets
+// for it, and ps-sniff says so (PACKET_STATISTICS): a stopped ps-sniff is
+// flooded past its 4 MiB socket buffer, and when it stops its log names a
+// count of dropped packets no larger than what was sent.
+func TestAdvDropReport(t *testing.T) {
+	l := newAdvLab(t)
+	dir := t.TempDir()
+	conf := advConf(t, dir, "p.conf", map[string]string{"IGNORE_FILE": filepath.Join(dir, "ignore")})
+	out, err := os.Create(filepath.Join(dir, "hits"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	cmd := advCommand(l.Sensor, "ps-sniff", "-c", conf, "-atcp", "-i", l.SensorIf)
+	cmd.Stdout = out
+	sniff := advStart(t, dir, "ps-sniff", cmd)
+	sniff.waitLog(t, "PortSentry is now active and listening.", 10*time.Second)
+
+	const sent = 100_000 // some 20 times what the socket buffer holds
+	if err := sniff.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	l.synflood(t, 20*time.Second, "-n", strconv.Itoa(sent), "-seed", "2", "-v6", "0",
+		"-ports", "1-1023", "-exclude", netip.PrefixFrom(l.Scanner4, 24).Masked().String()+","+netip.PrefixFrom(l.Scanner6, 64).Masked().String())
+	if err := sniff.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	sniff.stop(t, 10*time.Second)
+
+	log := sniff.log(t)
+	m := regexp.MustCompile(`the kernel dropped (\d+) of (\d+) packets for ps-sniff`).FindStringSubmatch(log)
+	if m == nil {
+		t.Fatalf("no drop report after a flood it could not read:\n%s", log)
+	}
+	dropped, _ := strconv.Atoi(m[1])
+	received, _ := strconv.Atoi(m[2])
+	if dropped == 0 || dropped > sent || received < dropped {
+		t.Fatalf("dropped %d of %d received, %d sent: implausible", dropped, received, sent)
+	}
+	t.Logf("ps-sniff, stopped during %d SYNs: the kernel dropped %d of %d", sent, dropped, received)
+}
