@@ -33,6 +33,7 @@ func main() {
 }
 
 func run(c *cli.Context) error {
+	stage.OneProcessor()
 	cfg, log, err := stage.Setup(c, "ps-block")
 	if err != nil {
 		return stage.Fatal("%v", err)

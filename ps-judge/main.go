@@ -30,6 +30,7 @@ func main() {
 }
 
 func run(c *cli.Context) error {
+	stage.OneProcessor()
 	cfg, log, err := stage.Setup(c, "ps-judge")
 	if err != nil {
 		return stage.Fatal("%v", err)

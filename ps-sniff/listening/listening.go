@@ -278,9 +278,13 @@ func (w *Watcher) Listening(proto probe.Proto, port uint16, at time.Time) bool {
 // the check between a scanner's first probe and its hit line. A socket
 // bound since then to another address only (not the probe's) is not seen
 // until the next reading; for the probe's address the port was closed.
+//
+// A probe that waited in the socket's queue longer than lookupMaxAge means
+// ps-sniff is behind (a flood): then one new reading, which covers every
+// probe queued before it, costs less than a lookup for each.
 func (w *Watcher) Taken(p *probe.Probe, at time.Time) bool {
 	t := w.cur.Load()
-	if w.diag != nil && t.Read.Before(at) && !(*Static)(t).Listening(p.Proto, p.Dport, at) {
+	if w.diag != nil && t.Read.Before(at) && !(*Static)(t).Listening(p.Proto, p.Dport, at) && time.Since(at) < lookupMaxAge {
 		w.mu.Lock()
 		taken, err := w.diag.owner(p)
 		w.mu.Unlock()
@@ -293,6 +297,10 @@ func (w *Watcher) Taken(p *probe.Probe, at time.Time) bool {
 	}
 	return w.Listening(p.Proto, p.Dport, at)
 }
+
+// lookupMaxAge is how long a probe may have waited to be read and still be
+// checked with its own lookup: about what one reading of the tables costs.
+const lookupMaxAge = 500 * time.Microsecond
 
 // read reads the tables; w.mu is held or w is not shared yet.
 func (w *Watcher) read() (*Table, error) {

@@ -359,4 +359,10 @@ func TestTakenLooksUpNewSockets(t *testing.T) {
 	if w.Taken(p, time.Now()) {
 		t.Fatalf("port %d taken after its socket closed", port)
 	}
+	// A probe that waited long in the queue (ps-sniff behind a flood): one
+	// new reading serves it and every probe queued before that reading.
+	time.Sleep(2 * lookupMaxAge)
+	if w.Taken(p, time.Now().Add(-lookupMaxAge-time.Microsecond)) || w.Table() == read {
+		t.Fatal("a probe older than lookupMaxAge did not make a new reading")
+	}
 }
