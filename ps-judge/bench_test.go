@@ -23,12 +23,12 @@ func genHits(tb testing.TB, args ...string) []byte {
 	return out
 }
 
-func newStage(out io.Writer, maxHosts int) *judgeStage {
+func newStage(out io.Writer, trigger, maxHosts int) *judgeStage {
 	return &judgeStage{
 		log:    alert.NewWriter("ps-judge", io.Discard),
 		guard:  guard.NewKeeper("/nonexistent", []netip.Prefix{netip.MustParsePrefix("198.18.0.2/32")}, func(string, ...any) {}),
 		out:    transport.NewWriter(out),
-		model:  judge.NewTrigger(judge.Settings{ScanTrigger: 2, BlockTCP: 1, BlockUDP: 1, IdleTimeout: 6 * time.Hour, MaxHosts: maxHosts}),
+		model:  judge.NewTrigger(judge.Settings{ScanTrigger: trigger, BlockTCP: 1, BlockUDP: 1, IdleTimeout: 6 * time.Hour, MaxHosts: maxHosts}),
 		failed: make(chan error, 1),
 	}
 }
@@ -36,11 +36,22 @@ func newStage(out io.Writer, maxHosts int) *judgeStage {
 // BenchmarkReplay replays 100,000 hits from 1,000 scanners through the
 // judging stage, decoding and guard included; ns/op is per hit.
 func BenchmarkReplay(b *testing.B) {
-	data := genHits(b, "-n", "100000", "-sources", "1000")
+	benchReplay(b, 2, "-n", "100000", "-sources", "1000")
+}
+
+// BenchmarkReplaySpoofed replays 100,000 hits from as many spoofed sources
+// with SCAN_TRIGGER=0, as make bench does: nearly every hit is a new host,
+// a decision to encode and a host to forget.
+func BenchmarkReplaySpoofed(b *testing.B) {
+	benchReplay(b, 0, "-n", "100000")
+}
+
+func benchReplay(b *testing.B, trigger int, args ...string) {
+	data := genHits(b, args...)
 	b.SetBytes(int64(len(data)) / 100000)
 	b.ResetTimer()
 	for i := 0; i < b.N; i += 100000 {
-		j := newStage(io.Discard, 100000)
+		j := newStage(io.Discard, trigger, 100000)
 		if err := transport.Read(bytes.NewReader(data), "bench", j); err != nil {
 			b.Fatal(err)
 		}
