@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -208,11 +209,33 @@ func advFlood(t *testing.T, trigger int) {
 		hwm[0], hwm[1], hwm[2], logLines, added, held, elapsed.Round(time.Millisecond))
 	for _, s := range []*advStage{p.sniff, p.judge} {
 		for _, line := range strings.Split(s.log(t), "\n") {
-			if strings.Contains(line, " hits; ") || strings.Contains(line, " lines read: ") {
+			if strings.Contains(line, " hits; ") || strings.Contains(line, " lines read: ") || strings.Contains(line, "the kernel dropped") {
 				t.Logf("%s", line)
 			}
 		}
 	}
+	// Between the stages nothing is lost: ps-judge read every hit line
+	// ps-sniff wrote (what the kernel dropped before ps-sniff, it reports).
+	hits := advCount(t, p.sniff.log(t), `adminalert: (\d+) hits; `)
+	read := advCount(t, p.judge.log(t), `adminalert: (\d+) lines read: `)
+	if hits == 0 || read != hits {
+		t.Errorf("ps-sniff wrote %d hit lines, ps-judge read %d", hits, read)
+	}
+}
+
+// advCount is the number the first match of pattern's group captures in
+// log; the test fails without one.
+func advCount(t *testing.T, log, pattern string) int {
+	t.Helper()
+	m := regexp.MustCompile(pattern).FindStringSubmatch(log)
+	if m == nil {
+		t.Fatalf("no %q in the log:\n%s", pattern, log)
+	}
+	n, err := strconv.Atoi(m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // advLastLine is the last non-empty line of s.
