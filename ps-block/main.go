@@ -6,6 +6,9 @@ package main
 
 import (
 	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/portsentry/pipeline/ps-block/blocker"
@@ -80,11 +83,52 @@ func run(c *cli.Context) error {
 		}
 	}()
 
+	// Serve watches SIGINT and SIGTERM too; this copy tells a stop from
+	// the end of input afterwards.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
 	err = stage.Serve(c, b, log, outFailed)
+	if err == nil {
+		drain(b, log, sigs)
+	}
 	if n := b.BadLines(); n > 0 {
 		log.Admin("%d line(s) refused", n)
 	}
 	return err
+}
+
+// drain settles the decisions still waiting for the rate limit when input
+// ends: at the end of a replay they are carried out at BLOCK_RATE (the
+// ticker goes on releasing them) before ps-block exits; on a stop, each
+// gets a result saying it was not carried out. None is lost unsaid.
+func drain(b *blocker.Blocker, log *alert.Logger, sigs <-chan os.Signal) {
+	n := b.Waiting()
+	if n == 0 {
+		return
+	}
+	stopped := func(how string) {
+		n := b.Abandon("ps-block " + how + " while it waited for the rate limit")
+		log.Security("%s: %d held-back decision(s) not carried out", how, n)
+	}
+	select {
+	case <-sigs:
+		stopped("stopped")
+		return
+	default:
+	}
+	log.Admin("end of input: %d decision(s) wait for the rate limit (BLOCK_RATE); carrying them out before exiting (SIGTERM stops now)", n)
+	poll := time.NewTicker(100 * time.Millisecond)
+	defer poll.Stop()
+	for b.Waiting() > 0 {
+		select {
+		case s := <-sigs:
+			stopped("stopped on " + s.String())
+			return
+		case <-poll.C:
+		}
+	}
+	log.Admin("every held-back decision carried out")
 }
 
 // actions builds the configured actions. A malformed command is a

@@ -201,7 +201,14 @@ func (b *Blocker) Line(origin string, n int, data []byte, err error) {
 		}
 	case event.KindUnblock:
 		b.flushBatch() // a block queued before this line comes first
-		b.lift(key{ev.Target.Unmap(), ev.Mode}, "unblocked on request")
+		k := key{ev.Target.Unmap(), ev.Mode}
+		// A block still waiting for the rate limit is one the
+		// administrator has just lifted: it must not follow.
+		if n := len(b.waiting.remove(func(p *pending) bool { return p.k != k })); n > 0 && b.state[k] == nil {
+			b.result(k.addr, k.mode, ActionBlock, true, "unblocked on request: %d decision(s) waiting for the rate limit will not be carried out", n)
+			return
+		}
+		b.lift(k, "unblocked on request")
 	default:
 		b.badLines++
 		b.cfg.Log.AttackLimited("%s line %d: a %s line is not a decision (line ignored)", origin, n, ev.Kind)
@@ -311,6 +318,27 @@ func (b *Blocker) release(now time.Time) {
 
 func (b *Blocker) anyBlockAction() bool {
 	return b.cfg.NFT != nil || b.cfg.HostsDeny != nil || b.cfg.Route != nil || b.cfg.RunCmd != nil
+}
+
+// Waiting reports how many decisions wait for the rate limit.
+func (b *Blocker) Waiting() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.waiting.n
+}
+
+// Abandon settles every decision still waiting for the rate limit with a
+// result saying why it will not be carried out, so that a stop loses none
+// unsaid, and returns how many there were.
+func (b *Blocker) Abandon(why string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	gone := b.waiting.remove(func(*pending) bool { return false })
+	for _, p := range gone {
+		b.result(p.k.addr, p.k.mode, ActionBlock, false, "not carried out: %s", why)
+	}
+	b.flushOut()
+	return len(gone)
 }
 
 // TakeHeld returns how many new blocks the rate limit held back, and how

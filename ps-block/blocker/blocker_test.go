@@ -16,6 +16,7 @@ import (
 	"github.com/portsentry/pipeline/ps-block/command"
 	"github.com/portsentry/pipeline/ps-block/macro"
 	"github.com/portsentry/pipeline/ps-block/nft"
+	"github.com/portsentry/pipeline/shared/event"
 	"github.com/portsentry/pipeline/shared/transport"
 )
 
@@ -410,5 +411,54 @@ func TestFailuresGoOn(t *testing.T) {
 	}
 	if fails != 2 || len(got) != 8 {
 		t.Errorf("results %q", got)
+	}
+}
+
+// TestWaitingSettled: an administrator's unblock cancels a block still
+// waiting for the rate limit, and Abandon gives every other waiting one a
+// result; none is carried out later.
+func TestWaitingSettled(t *testing.T) {
+	r := newRig(t, func(c *Config) { c.Rate, c.Burst = 1, 1; c.Route, c.RunCmd, c.HostsDeny = nil, nil, nil })
+	r.feed(block("198.18.0.1", "atcp", 21, ""), block("198.18.0.2", "atcp", 21, ""), block("198.18.0.3", "atcp", 21, ""))
+	r.results(t)
+	if n := r.b.Waiting(); n != 2 {
+		t.Fatalf("%d waiting, want 2", n)
+	}
+	r.feed(`{"v":1,"kind":"unblock","time":"2026-11-24T14:00:00Z","target":"198.18.0.2","mode":"atcp"}`)
+	if got := r.results(t); len(got) != 1 || !strings.HasPrefix(got[0], "block true 198.18.0.2 atcp: unblocked on request: 1 decision(s) waiting") {
+		t.Fatalf("unblock of a waiting block: %q", got)
+	}
+	if n := r.b.Abandon("stopping"); n != 1 {
+		t.Fatalf("Abandon settled %d, want 1", n)
+	}
+	if got := r.results(t); len(got) != 1 || got[0] != "block false 198.18.0.3 atcp: not carried out: stopping" {
+		t.Fatalf("abandoned: %q", got)
+	}
+	*r.c = nil
+	r.now = r.now.Add(10 * time.Second)
+	r.b.LiftDue()
+	if len(*r.c) != 0 || r.b.Waiting() != 0 {
+		t.Fatalf("carried out after being settled: %q", *r.c)
+	}
+}
+
+// TestWaitingRemoveKeepsOrder: removing from the middle of a class keeps
+// the others in their order.
+func TestWaitingRemoveKeepsOrder(t *testing.T) {
+	var w waiting
+	for i := range waitingPerClass + 3 { // wraps the ring
+		w.push(&pending{k: key{netip.AddrFrom4([4]byte{198, 18, byte(i / 250), byte(i % 250)}), event.ModeATCP}})
+	}
+	gone := w.remove(func(p *pending) bool { return p.k.addr.As4()[3]%2 == 0 })
+	var got []string
+	for p := w.peek(); p != nil; p = w.peek() {
+		got = append(got, p.k.addr.String())
+		w.pop()
+	}
+	if len(got)+len(gone) != waitingPerClass || w.n != 0 {
+		t.Fatalf("%d kept + %d removed, want %d in all", len(got), len(gone), waitingPerClass)
+	}
+	if got[0] != "198.18.0.4" || got[1] != "198.18.0.6" || got[len(got)-1] != "198.18.2.14" {
+		t.Fatalf("order after remove: %v ... %v", got[:3], got[len(got)-3:])
 	}
 }

@@ -74,3 +74,29 @@ func (w *waiting) top() *ring {
 	}
 	return nil
 }
+
+// remove takes every decision that keep refuses out of the queue, keeping
+// the order of the rest, and returns them. An administrator's unblock and
+// ps-block's stop use it: neither happens at the rate of the traffic.
+func (w *waiting) remove(keep func(*pending) bool) []*pending {
+	var out []*pending
+	for c := range w.classes {
+		r := &w.classes[c]
+		kept := 0
+		for i := 0; i < r.count; i++ {
+			p := r.items[(r.head+i)%len(r.items)]
+			if keep(p) {
+				r.items[(r.head+kept)%len(r.items)] = p
+				kept++
+			} else {
+				out = append(out, p)
+			}
+		}
+		for i := kept; i < r.count; i++ {
+			r.items[(r.head+i)%len(r.items)] = nil
+		}
+		w.n -= r.count - kept
+		r.count = kept
+	}
+	return out
+}
