@@ -274,55 +274,86 @@ func (b *Blocker) remember(blocks []*pending) {
 	}
 }
 
-// lift ends the block k: the host-wide actions are undone only when no
-// other mode still blocks the host.
-func (b *Blocker) lift(k key, why string) {
-	e := b.state[k]
-	if e == nil {
-		b.result(k.addr, k.mode, ActionBlock, false, "%s: %s is not blocked in mode %s", why, k.addr, k.mode)
-		return
+// lift ends the blocks of keys, for the reason why; the host-wide actions
+// are undone only for hosts no other mode still blocks. One rewrite of
+// BLOCKED_FILE per mode and one of hosts.deny serve all of them, so that
+// thousands of blocks ending at one moment cost a few file writes, not
+// thousands.
+func (b *Blocker) lift(keys []key, why string) {
+	type liftee struct {
+		k key
+		e *entry
 	}
-	if b.cfg.DryRun {
-		b.result(k.addr, k.mode, ActionBlock, true, "would lift (%s)", why)
-		return
-	}
-	delete(b.state, k)
-	if b.modes[k.addr]--; b.modes[k.addr] <= 0 {
-		delete(b.modes, k.addr)
+	var live []liftee
+	for _, k := range keys {
+		e := b.state[k]
+		switch {
+		case e == nil:
+			b.result(k.addr, k.mode, ActionBlock, false, "%s: %s is not blocked in mode %s", why, k.addr, k.mode)
+			continue
+		case b.cfg.DryRun:
+			b.result(k.addr, k.mode, ActionBlock, true, "would lift (%s)", why)
+			continue
+		}
+		live = append(live, liftee{k, e})
+		delete(b.state, k)
+		if b.modes[k.addr]--; b.modes[k.addr] <= 0 {
+			delete(b.modes, k.addr)
+		}
 	}
 	if b.cfg.BlockedFile != "" {
-		if _, err := blockfile.Remove(b.cfg.BlockedFile+"."+k.mode.String(), k.addr); err != nil {
-			b.cfg.Log.Admin("%v", err)
+		byMode := map[event.Mode][]netip.Addr{}
+		for _, l := range live {
+			byMode[l.k.mode] = append(byMode[l.k.mode], l.k.addr)
+		}
+		for m, addrs := range byMode {
+			if _, err := blockfile.Remove(b.cfg.BlockedFile+"."+m.String(), addrs...); err != nil {
+				b.cfg.Log.Admin("%v", err)
+			}
 		}
 	}
-	if b.blockedElsewhere(k.addr) {
-		b.cfg.Log.Attack("Host %s: block in mode %s lifted (%s); still blocked in another mode", k.addr, k.mode, why)
-		b.result(k.addr, k.mode, ActionBlock, true, "lifted (%s); still blocked in another mode", why)
-		return
+	var gone []liftee // no longer blocked in any mode
+	for _, l := range live {
+		if b.blockedElsewhere(l.k.addr) {
+			b.cfg.Log.Attack("Host %s: block in mode %s lifted (%s); still blocked in another mode", l.k.addr, l.k.mode, why)
+			b.result(l.k.addr, l.k.mode, ActionBlock, true, "lifted (%s); still blocked in another mode", why)
+			continue
+		}
+		b.cfg.Log.Attack("Host %s: block lifted (%s)", l.k.addr, why)
+		gone = append(gone, l)
 	}
-	b.cfg.Log.Attack("Host %s: block lifted (%s)", k.addr, why)
-	if hd := b.cfg.HostsDeny; hd != nil {
-		if n, err := hd.Remove(k.addr); err != nil {
-			b.result(k.addr, k.mode, ActionHostsDeny, false, "lift (%s): %v", why, err)
-		} else {
-			b.result(k.addr, k.mode, ActionHostsDeny, true, "lifted (%s): %d line(s) removed from %s", why, n, hd.Path())
+	if hd := b.cfg.HostsDeny; hd != nil && len(gone) > 0 {
+		addrs := make([]netip.Addr, len(gone))
+		for i, l := range gone {
+			addrs[i] = l.k.addr
+		}
+		n, err := hd.Remove(addrs...)
+		for _, l := range gone {
+			if err != nil {
+				b.result(l.k.addr, l.k.mode, ActionHostsDeny, false, "lift (%s): %v", why, err)
+			} else {
+				b.result(l.k.addr, l.k.mode, ActionHostsDeny, true, "lifted (%s): removed from %s (%d line(s) for %d host(s))", why, hd.Path(), n, len(gone))
+			}
 		}
 	}
-	if e.routed && b.cfg.Unroute != nil {
-		// The values were checked when the block was applied or restored.
-		if vars, err := macro.NewVars(k.addr, e.port, k.mode.String()); err == nil {
-			b.run(context.Background(), b.cfg.Unroute, &pending{vars: vars, k: k}, ActionRoute)
+	for _, l := range gone {
+		k := l.k
+		if l.e.routed && b.cfg.Unroute != nil {
+			// The values were checked when the block was applied or restored.
+			if vars, err := macro.NewVars(k.addr, l.e.port, k.mode.String()); err == nil {
+				b.run(context.Background(), b.cfg.Unroute, &pending{vars: vars, k: k}, ActionRoute)
+			}
 		}
-	}
-	if n := b.cfg.NFT; n != nil {
-		present, err := n.Delete(k.addr)
-		switch {
-		case err != nil:
-			b.result(k.addr, k.mode, ActionNFT, false, "lift (%s): %v", why, err)
-		case present:
-			b.result(k.addr, k.mode, ActionNFT, true, "lifted (%s): removed from set %s", why, n.SetFor(k.addr))
-		default:
-			b.result(k.addr, k.mode, ActionNFT, true, "lifted (%s): not in set %s (expired in the kernel)", why, n.SetFor(k.addr))
+		if n := b.cfg.NFT; n != nil {
+			present, err := n.Delete(k.addr)
+			switch {
+			case err != nil:
+				b.result(k.addr, k.mode, ActionNFT, false, "lift (%s): %v", why, err)
+			case present:
+				b.result(k.addr, k.mode, ActionNFT, true, "lifted (%s): removed from set %s", why, n.SetFor(k.addr))
+			default:
+				b.result(k.addr, k.mode, ActionNFT, true, "lifted (%s): not in set %s (expired in the kernel)", why, n.SetFor(k.addr))
+			}
 		}
 	}
 }

@@ -91,3 +91,33 @@ func BenchmarkEndToEndHostsDeny10k(b *testing.B) {
 }
 
 func writeEmpty(p string) error { return os.WriteFile(p, nil, 0o644) }
+
+// BenchmarkLift2000: 2,000 blocks in hosts.deny and BLOCKED_FILE that end
+// at one moment, lifted by one LiftDue.
+func BenchmarkLift2000(b *testing.B) {
+	lines := decisionLines(2000)
+	tmpl, err := hostsdeny.NewTemplate("ALL: $TARGET$")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for range b.N {
+		b.StopTimer()
+		dir := b.TempDir()
+		p := filepath.Join(dir, "hosts.deny")
+		if err := writeEmpty(p); err != nil {
+			b.Fatal(err)
+		}
+		now := time.Date(2098, 1, 1, 0, 0, 0, 0, time.UTC)
+		bl := New(Config{HostsDeny: hostsdeny.New(p, tmpl), BlockedFile: filepath.Join(dir, "blocked"),
+			Now: func() time.Time { return now }, Log: nopLog{}, Out: transport.NewWriter(io.Discard)})
+		bl.Restore()
+		feedAll(bl, lines)
+		now = now.AddDate(2, 0, 0) // past the blocks' end in 2099
+		b.StartTimer()
+		bl.LiftDue()
+		b.StopTimer()
+		if n := len(bl.state); n != 0 {
+			b.Fatalf("%d blocks left after their end", n)
+		}
+	}
+}

@@ -12,9 +12,11 @@
 package blocker
 
 import (
+	"cmp"
 	"container/heap"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -208,7 +210,7 @@ func (b *Blocker) Line(origin string, n int, data []byte, err error) {
 			b.result(k.addr, k.mode, ActionBlock, true, "unblocked on request: %d decision(s) waiting for the rate limit will not be carried out", n)
 			return
 		}
-		b.lift(k, "unblocked on request")
+		b.lift([]key{k}, "unblocked on request")
 	default:
 		b.badLines++
 		b.cfg.Log.AttackLimited("%s line %d: a %s line is not a decision (line ignored)", origin, n, ev.Kind)
@@ -393,16 +395,25 @@ func (b *Blocker) LiftDue() {
 		b.flushBatch()
 		b.flushOut()
 	}
-	lifted := false
+	var due []key
+	seen := map[key]bool{}
 	for len(b.lifts) > 0 && !b.lifts[0].at.After(now) {
 		it := heap.Pop(&b.lifts).(liftItem)
 		// A stale item: the block was lifted or replaced since.
-		if e := b.state[it.k]; e != nil && e.until.Equal(it.at) {
-			b.lift(it.k, "block ended")
-			lifted = true
+		if e := b.state[it.k]; e != nil && e.until.Equal(it.at) && !seen[it.k] {
+			seen[it.k] = true
+			due = append(due, it.k)
 		}
 	}
-	if lifted {
+	if len(due) > 0 {
+		// In address order: the heap leaves equal ends in no order.
+		slices.SortFunc(due, func(x, y key) int {
+			if c := x.addr.Compare(y.addr); c != 0 {
+				return c
+			}
+			return cmp.Compare(x.mode, y.mode)
+		})
+		b.lift(due, "block ended")
 		b.flushOut()
 	}
 }

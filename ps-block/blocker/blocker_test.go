@@ -78,11 +78,15 @@ func (f *fakeHD) Flush() ([]netip.Addr, error) {
 	}
 	return p, nil
 }
+
+// Remove records one call for all its addresses: one rewrite of the file.
 func (f *fakeHD) Remove(addrs ...netip.Addr) (int, error) {
-	for _, a := range addrs {
-		f.c.add("hosts.deny del %s", a)
+	names := make([]string, len(addrs))
+	for i, a := range addrs {
+		names[i] = a.String()
 		delete(f.hosts, a)
 	}
+	f.c.add("hosts.deny del %s", strings.Join(names, " "))
 	return len(addrs), nil
 }
 
@@ -460,5 +464,35 @@ func TestWaitingRemoveKeepsOrder(t *testing.T) {
 	}
 	if got[0] != "198.18.0.4" || got[1] != "198.18.0.6" || got[len(got)-1] != "198.18.2.14" {
 		t.Fatalf("order after remove: %v ... %v", got[:3], got[len(got)-3:])
+	}
+}
+
+// TestLiftsTogether: blocks that end at one moment are lifted with one
+// rewrite of hosts.deny and of BLOCKED_FILE, not one per host.
+func TestLiftsTogether(t *testing.T) {
+	r := newRig(t, func(c *Config) { c.Route, c.Unroute, c.RunCmd = nil, nil, nil })
+	var lines []string
+	for i := range 5 {
+		lines = append(lines, block(fmt.Sprintf("198.18.0.%d", i+1), "atcp", 21, "2026-11-24T14:10:00Z"))
+	}
+	r.feed(lines...)
+	r.results(t)
+	*r.c = nil
+	r.now = r.now.Add(11 * time.Minute)
+	r.b.LiftDue()
+	var hd []string
+	for _, c := range *r.c {
+		if strings.HasPrefix(c, "hosts.deny") {
+			hd = append(hd, c)
+		}
+	}
+	if want := []string{"hosts.deny del 198.18.0.1 198.18.0.2 198.18.0.3 198.18.0.4 198.18.0.5"}; !slices.Equal(hd, want) {
+		t.Errorf("hosts.deny calls %q, want %q", hd, want)
+	}
+	if got := r.results(t); len(got) != 10 { // hosts.deny and nft for each
+		t.Errorf("%d results, want 10: %q", len(got), got)
+	}
+	if b, _ := os.ReadFile(filepath.Join(r.dir, "portsentry.blocked.atcp")); len(b) != 0 {
+		t.Errorf("blocked file keeps lifted hosts: %q", b)
 	}
 }

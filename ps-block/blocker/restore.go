@@ -180,9 +180,11 @@ func (b *Blocker) Restore() {
 	}
 	b.cfg.Log.Admin("restored %d block(s) from %s.<mode>", len(b.state), b.cfg.BlockedFile)
 	b.reapply(reapply, inKernel)
-	for _, p := range ended {
-		b.lift(p.k, "block ended while ps-block was stopped")
+	keys := make([]key, len(ended))
+	for i, p := range ended {
+		keys[i] = p.k
 	}
+	b.lift(keys, "block ended while ps-block was stopped")
 	if !b.cfg.DryRun {
 		if err := b.rewriteEnds(b.cfg.BlockedFile + untilSuffix); err != nil {
 			b.cfg.Log.Admin("%v", err)
