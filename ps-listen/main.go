@@ -50,6 +50,9 @@ func run(c *cli.Context) error {
 	if err != nil {
 		return stage.Fatal("%v", err)
 	}
+	// --connect dials now, while the socket's group still lets it in.
+	out := stage.Output(c, log)
+	defer out.Close()
 	// Privileges go before anything reads from the network.
 	msg, err := privdrop.To(cfg.RunAsUser)
 	if err != nil {
@@ -58,8 +61,6 @@ func run(c *cli.Context) error {
 	}
 	log.Admin("%s", msg)
 
-	out := stage.Output(c, log)
-	defer out.Close()
 	s, err := newSensor(socks, out, log, cfg.PortBanner, c.String(stage.FlagConnect) == "")
 	if err != nil {
 		return stage.Fatal("%v", err)

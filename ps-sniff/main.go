@@ -202,6 +202,9 @@ func live(c *cli.Context, cfg *config.Config, log *alert.Logger, s *sensor.Senso
 	if err := addrs.Refresh(); err != nil {
 		return err
 	}
+	// --connect dials now, while the socket's group still lets it in.
+	out := stage.Output(c, log)
+	defer out.Close()
 	// Privileges go before anything reads from the network.
 	msg, err := privdrop.To(cfg.RunAsUser)
 	if err != nil {
@@ -209,8 +212,6 @@ func live(c *cli.Context, cfg *config.Config, log *alert.Logger, s *sensor.Senso
 	}
 	log.Admin("%s", msg)
 	s.Listening, s.IsLocal = lw, addrs.Has
-	out := stage.Output(c, log)
-	defer out.Close()
 	s.Out, s.FlushEach = out, true
 
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
