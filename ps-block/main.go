@@ -157,13 +157,13 @@ func actions(cfg *config.Config, dry bool, log *alert.Logger) (blocker.Config, f
 			continue
 		}
 		if *c.dst, err = command.Parse(c.key, c.val); err != nil {
-			return bc, closeNFT, err
+			return bc, closeNFT, cfg.KeyError(c.key, err)
 		}
 	}
 	if cfg.KillHostsDeny != "" {
 		tmpl, err := hostsdeny.NewTemplate(cfg.KillHostsDeny)
 		if err != nil {
-			return bc, closeNFT, err
+			return bc, closeNFT, cfg.KeyError("KILL_HOSTS_DENY", err)
 		}
 		path := cfg.HostsDenyFile
 		if path == "" {

@@ -29,7 +29,8 @@ type Command struct {
 // outside quotes escapes the next byte. Shell syntax that would need a shell
 // (pipes, lists, redirections, substitutions, variables other than the
 // three macros) is refused so a 1.2 config relying on it fails at load, not
-// silently at the first attack.
+// silently at the first attack. Errors do not name key: the caller says
+// where the value came from (config.Config.KeyError).
 func Parse(key, s string) (*Command, error) {
 	var (
 		argv  []string
@@ -48,7 +49,7 @@ func Parse(key, s string) (*Command, error) {
 		case c == '\'':
 			j := strings.IndexByte(s[i+1:], '\'')
 			if j < 0 {
-				return nil, fmt.Errorf("command: %s: unterminated ' in %q", key, s)
+				return nil, fmt.Errorf("unterminated ' in %q", s)
 			}
 			cur.WriteString(s[i+1 : i+1+j])
 			i += j + 1
@@ -61,20 +62,20 @@ func Parse(key, s string) (*Command, error) {
 				cur.WriteByte(s[i])
 			}
 			if i >= len(s) {
-				return nil, fmt.Errorf("command: %s: unterminated \" in %q", key, s)
+				return nil, fmt.Errorf("unterminated \" in %q", s)
 			}
 		case c == '\\':
 			if i+1 >= len(s) {
-				return nil, fmt.Errorf("command: %s: trailing backslash in %q", key, s)
+				return nil, fmt.Errorf("trailing backslash in %q", s)
 			}
 			i++
 			cur.WriteByte(s[i])
 		case strings.IndexByte("|&;<>`(){}*?[~\n\r", c) >= 0:
-			return nil, fmt.Errorf("command: %s: %q needs a shell (%q); ps-block runs commands without one: put it in a script", key, s, c)
+			return nil, fmt.Errorf("%q needs a shell (%q); ps-block runs commands without one: put it in a script", s, c)
 		case c == '$':
 			m := macroAt(s[i:])
 			if m == "" {
-				return nil, fmt.Errorf("command: %s: %q uses a shell variable; only %s %s %s are substituted", key, s, macro.Target, macro.Port, macro.Mode)
+				return nil, fmt.Errorf("%q uses a shell variable; only %s %s %s are substituted", s, macro.Target, macro.Port, macro.Mode)
 			}
 			cur.WriteString(m)
 			i += len(m) - 1
@@ -87,7 +88,7 @@ func Parse(key, s string) (*Command, error) {
 		argv = append(argv, cur.String())
 	}
 	if len(argv) == 0 {
-		return nil, fmt.Errorf("command: %s is empty", key)
+		return nil, errors.New("the command is empty")
 	}
 	return &Command{key: key, argv: argv}, nil
 }

@@ -26,6 +26,8 @@ const DefaultPath = "/etc/portsentry/portsentry.conf"
 type Config struct {
 	// Source is the file the values came from, or "" for the built-in defaults.
 	Source string
+	// lines is where each key was read, for errors found after loading.
+	lines map[string]int
 
 	TCPPorts, UDPPorts                     []uint16 // sorted, unique
 	AdvancedPortsTCP, AdvancedPortsUDP     int      // watch every port below this
@@ -105,6 +107,16 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
+// KeyError is err about key's value, found by a program after loading (a
+// command ps-block cannot run without a shell): with the file and line
+// where the key was read, or "built-in default" for a key never read.
+func (c *Config) KeyError(key string, err error) error {
+	if line, ok := c.lines[key]; ok {
+		return &Error{File: c.Source, Line: line, Key: key, Err: err}
+	}
+	return fmt.Errorf("config %s (built-in default): %w", key, err)
+}
+
 // Load reads the file at path. With path "" it reads DefaultPath, and if no
 // file is there it returns the built-in defaults; a path given explicitly
 // must exist. warn receives each warning (unknown or repeated keys).
@@ -167,6 +179,7 @@ func Parse(r io.Reader, name string, warn func(string)) (*Config, error) {
 			return nil, &Error{File: name, Line: line, Key: key, Err: err}
 		}
 	}
+	c.lines = seen
 	return c, nil
 }
 
