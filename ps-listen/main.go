@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/portsentry/pipeline/shared/alert"
@@ -96,8 +97,10 @@ func run(c *cli.Context) error {
 	return nil
 }
 
-// bindModes binds the ports of each mode asked for. A mode that gets no port
-// at all is an error, as in 1.2, where each mode was its own process.
+// bindModes binds the ports of each mode asked for. An empty port list of a
+// mode asked for is an error; ports already in use are skipped, and a mode
+// that gets none of its ports is a loud warning while the other mode runs:
+// only when no port at all could be bound does ps-listen stop.
 func bindModes(cfg *config.Config, log *alert.Logger, tcp, udp bool) ([]*socket, error) {
 	release, err := reserveFDs(spareFDs)
 	if err != nil {
@@ -109,7 +112,10 @@ func bindModes(cfg *config.Config, log *alert.Logger, tcp, udp bool) ([]*socket,
 		log.Admin("no IPv6 on this host: watching IPv4 only")
 	}
 	logf := func(f string, a ...any) { log.Admin(f, a...) }
-	var socks []*socket
+	var (
+		socks []*socket
+		none  []string // the modes that got no port
+	)
 	for _, m := range []struct {
 		on    bool
 		proto event.Proto
@@ -122,15 +128,21 @@ func bindModes(cfg *config.Config, log *alert.Logger, tcp, udp bool) ([]*socket,
 		if !m.on {
 			continue
 		}
+		if len(m.ports) == 0 {
+			closeAll(socks)
+			return nil, fmt.Errorf("%s is empty: no %s port to watch", m.key, m.proto.Upper())
+		}
 		bound := bindAll(b, m.proto, m.ports, logf)
 		if len(bound) == 0 {
-			closeAll(socks)
-			if len(m.ports) == 0 {
-				return nil, fmt.Errorf("%s is empty: no %s port to watch", m.key, m.proto.Upper())
-			}
-			return nil, fmt.Errorf("could not bind ANY %s sockets (%d ports in %s). Shutting down", m.proto.Upper(), len(m.ports), m.key)
+			none = append(none, fmt.Sprintf("could not bind ANY %s sockets (%d ports in %s)", m.proto.Upper(), len(m.ports), m.key))
 		}
 		socks = append(socks, bound...)
+	}
+	if len(socks) == 0 {
+		return nil, fmt.Errorf("%s. Shutting down", strings.Join(none, "; "))
+	}
+	for _, msg := range none {
+		log.Security("%s: that mode watches nothing, the other goes on", msg)
 	}
 	return socks, nil
 }

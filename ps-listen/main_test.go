@@ -191,7 +191,8 @@ func TestBinaryFailures(t *testing.T) {
 		{"no mode", nil, nil, "no mode: give -tcp, -udp or both"},
 		{"stray argument", []string{"-tcp", "tcp"}, nil, `unexpected argument "tcp"`},
 		{"every tcp port in use", []string{"-tcp"}, []string{`TCP_PORTS="` + tcp + `"`}, "could not bind ANY TCP sockets (1 ports in TCP_PORTS)"},
-		{"every udp port in use", []string{"-tcp", "-udp"}, []string{`TCP_PORTS="` + udp + `"`, `UDP_PORTS="` + udp + `"`}, "could not bind ANY UDP sockets"},
+		{"every port of both modes in use", []string{"-tcp", "-udp"}, []string{`TCP_PORTS="` + tcp + `"`, `UDP_PORTS="` + udp + `"`},
+			"could not bind ANY TCP sockets (1 ports in TCP_PORTS); could not bind ANY UDP sockets (1 ports in UDP_PORTS). Shutting down"},
 		{"empty port list", []string{"-udp"}, []string{`UDP_PORTS=""`}, "UDP_PORTS is empty"},
 		{"malformed port", []string{"-tcp"}, []string{`TCP_PORTS="1,70000"`}, "line 1: TCP_PORTS"},
 	} {
@@ -204,6 +205,30 @@ func TestBinaryFailures(t *testing.T) {
 				t.Errorf("no %q in:\n%s", tc.want, p.stderr)
 			}
 		})
+	}
+}
+
+// TestBinaryOneModeBound: with -tcp -udp and every UDP port taken, ps-listen
+// says so loudly and goes on watching its TCP ports.
+func TestBinaryOneModeBound(t *testing.T) {
+	bin := build(t)
+	ports := freePorts(t, 2)
+	held, err := newBinder().bind(event.ProtoUDP, ports[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAll([]*socket{held})
+	p := startProc(t, bin, "-tcp", "-udp", "-c", writeConfig(t, `TCP_PORTS="`+portList(ports[:1])+`"`, `UDP_PORTS="`+portList(ports[1:])+`"`))
+	p.waitActive(t)
+	if want := "securityalert: could not bind ANY UDP sockets (1 ports in UDP_PORTS): that mode watches nothing"; !strings.Contains(p.stderr.String(), want) {
+		t.Errorf("no %q in:\n%s", want, p.stderr)
+	}
+	dst := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), ports[0])
+	src := probe(t, "tcp", dst.String())
+	checkHit(t, nextHit(t, readHits(t, p.out)), "tcp", src, dst)
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.wait(t); code != 0 {
+		t.Errorf("exit status %d after SIGTERM", code)
 	}
 }
 
