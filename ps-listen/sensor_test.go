@@ -278,3 +278,45 @@ func TestFlood(t *testing.T) {
 		t.Errorf("%d attack lines for %d connections, more than %d: not rate limited", n, conns, most)
 	}
 }
+
+// TestUDPBounded: datagrams of every size, up to the largest UDP carries,
+// are each one hit with the sender's true address, read into the sensor's
+// small buffer (the rest is discarded by the kernel), and 1000 of them from
+// one socket cost no lasting memory.
+func TestUDPBounded(t *testing.T) {
+	port := freePorts(t, 1)
+	r := startSensor(t, nil, port, "")
+	dst := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port[0])
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.SetWriteBuffer(4 << 20); err != nil {
+		t.Fatal(err)
+	}
+	src := netip.MustParseAddrPort(c.LocalAddr().String())
+	for _, size := range []int{0, 1, 64, 65, 1500, 9000, 65507} {
+		if _, err := c.Write(make([]byte, size)); err != nil {
+			t.Fatalf("%d-byte datagram: %v", size, err)
+		}
+		checkHit(t, nextHit(t, r.hits), "udp", src, dst)
+	}
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	const burst = 1000
+	big := make([]byte, 65507)
+	for range burst {
+		if _, err := c.Write(big); err != nil {
+			t.Fatal(err)
+		}
+		nextHit(t, r.hits) // one at a time: the socket's buffer never overflows
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	// 1000 datagrams of 64 KiB are 64 MiB: none of it may stay.
+	if grew := int64(after.HeapInuse) - int64(before.HeapInuse); grew > 4<<20 {
+		t.Errorf("heap grew by %d bytes after %d datagrams of %d bytes", grew, burst, len(big))
+	}
+}
