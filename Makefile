@@ -33,7 +33,9 @@ test: deps build lint unit fuzz-short
 deps:
 	@tests/install-deps.sh
 
+# go test shows a skip's reason only with -v: say it here, loudly.
 unit:
+	@if [ "$$(id -u)" != 0 ]; then echo "*** make unit: not root, so the kernel and lab tests (network namespaces, nftables, packet sockets, real scanners) SKIP; run it as root ***"; fi
 	$(GO) test -count=1 -timeout 14m ./...
 
 lint: bin/staticcheck
