@@ -69,14 +69,14 @@ func (l *advSensorLab) synflood(t *testing.T, limit time.Duration, args ...strin
 	return advRun(t, limit+5*time.Second, "ip", argv...)
 }
 
-// advPipeline is ps-sniff -atcp | ps-judge | ps-block in the sensor
-// namespace, joined by pipes; ps-block's results go to a file.
+// advPipeline is ps-sniff -atcp (or the modes given) | ps-judge | ps-block
+// in the sensor namespace, joined by pipes; ps-block's results go to a file.
 type advPipeline struct {
 	sniff, judge, block *advStage
 	results             string
 }
 
-func (l *advSensorLab) startPipeline(t *testing.T, dir, conf string) *advPipeline {
+func (l *advSensorLab) startPipeline(t *testing.T, dir, conf string, modes ...string) *advPipeline {
 	t.Helper()
 	p := &advPipeline{results: filepath.Join(dir, "results")}
 	r1, w1 := advPipe(t)
@@ -90,7 +90,10 @@ func (l *advSensorLab) startPipeline(t *testing.T, dir, conf string) *advPipelin
 	b.Stdin, b.Stdout = r2, out
 	j := advCommand(l.Sensor, "ps-judge", "-c", conf)
 	j.Stdin, j.Stdout = r1, w2
-	s := advCommand(l.Sensor, "ps-sniff", "-c", conf, "-atcp", "-i", l.SensorIf)
+	if len(modes) == 0 {
+		modes = []string{"-atcp"}
+	}
+	s := advCommand(l.Sensor, "ps-sniff", append([]string{"-c", conf, "-i", l.SensorIf}, modes...)...)
 	s.Stdout = w1
 	// Downstream first, so that no stage writes to one not started.
 	p.block = advStart(t, dir, "ps-block", b)
@@ -137,7 +140,7 @@ func TestAdvSpoof(t *testing.T) {
 		"NFT_TABLE":         "advspoof",
 	}
 	conf := advConf(t, dir, "p.conf", keys)
-	p := l.startPipeline(t, dir, conf)
+	p := l.startPipeline(t, dir, conf, "-atcp", "-audp")
 
 	cases := []struct {
 		name string
@@ -155,7 +158,7 @@ func TestAdvSpoof(t *testing.T) {
 		{"PROTECT_ADDRESSES network", netip.MustParseAddr("198.19.62.7"), "protected by PROTECT_ADDRESSES"},
 		{"PROTECT_ADDRESSES IPv6 network", netip.MustParseAddr("2001:db8:62::7"), "protected by PROTECT_ADDRESSES"},
 	}
-	forge := func(src netip.Addr, port int) {
+	forge := func(src netip.Addr, port int, udp bool) {
 		if src.Is4() {
 			// One SYN from the forged source to a tripwire port: one log line
 			// each, well under ps-judge's limit of 20 a second.
@@ -166,8 +169,12 @@ func TestAdvSpoof(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
+			kind := "-S"
+			if udp {
+				kind = "--udp"
+			}
 			out, _ := exec.CommandContext(ctx, "ip", "netns", "exec", l.Scanner, "hping3", "-q", "-a", src.String(),
-				"-S", "-p", fmt.Sprint(port), "-c", "1", l.Sensor4.String()).CombinedOutput()
+				kind, "-p", fmt.Sprint(port), "-c", "1", l.Sensor4.String()).CombinedOutput()
 			if !strings.Contains(string(out), "1 packets transmitted") {
 				t.Fatalf("hping3 -a %s: %s", src, out)
 			}
@@ -177,29 +184,48 @@ func TestAdvSpoof(t *testing.T) {
 		l.synflood(t, 5*time.Second, "-v6", "1", "-src6", src.String()+"/128", "-ports", fmt.Sprint(port), "-n", "1")
 	}
 	for i, c := range cases {
-		forge(c.src, 100+i)
+		forge(c.src, 100+i, false)
 	}
 	// The control: nothing protects 198.19.63.7; sent last, through the
 	// same stages, so once it is blocked every forged packet was judged.
 	control := netip.MustParseAddr("198.19.63.7")
-	forge(control, 99)
+	forge(control, 99, false)
 	if !l.waitNFT(t, "advspoof", control, 10*time.Second) {
 		t.Fatalf("the unprotected control %s was never blocked\njudge:\n%s\nblock:\n%s", control, p.judge.log(t), p.block.log(t))
 	}
-	if got := advNFTAll(t, l.Sensor, "advspoof"); !slices.Equal(got, []string{control.String()}) {
-		t.Errorf("nft sets hold %q, want only the control %s", got, control)
+	// UDP, the easiest to forge, from the IPv4 sources (hping3 has no
+	// IPv6), after a pause: ps-judge logs at most 20 lines a second.
+	time.Sleep(1100 * time.Millisecond)
+	for i, c := range cases {
+		if c.src.Is4() {
+			forge(c.src, 200+i, true)
+		}
+	}
+	controlUDP := netip.MustParseAddr("198.19.63.8")
+	forge(controlUDP, 199, true)
+	if !l.waitNFT(t, "advspoof", controlUDP, 10*time.Second) {
+		t.Fatalf("the unprotected UDP control %s was never blocked\njudge:\n%s\nblock:\n%s", controlUDP, p.judge.log(t), p.block.log(t))
+	}
+	if got, want := advNFTAll(t, l.Sensor, "advspoof"), []string{control.String(), controlUDP.String()}; !slices.Equal(got, want) {
+		t.Errorf("nft sets hold %q, want only the controls %q", got, want)
 	}
 	jlog := p.judge.log(t)
 	for _, c := range cases {
-		want := fmt.Sprintf("from host: %s/%s to TCP port: ", c.src, c.src)
-		found := false
-		for _, line := range strings.Split(jlog, "\n") {
-			if strings.Contains(line, want) && strings.HasSuffix(line, "ignored: "+c.why) {
-				found = true
-			}
+		protos := []string{"TCP"}
+		if c.src.Is4() {
+			protos = append(protos, "UDP")
 		}
-		if !found {
-			t.Errorf("%s (%s): ps-judge's log does not say %q\n%s", c.name, c.src, "ignored: "+c.why, jlog)
+		for _, proto := range protos {
+			want := fmt.Sprintf("from host: %s/%s to %s port: ", c.src, c.src, proto)
+			found := false
+			for _, line := range strings.Split(jlog, "\n") {
+				if strings.Contains(line, want) && strings.HasSuffix(line, "ignored: "+c.why) {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("%s (%s, %s): ps-judge's log does not say %q\n%s", c.name, c.src, proto, "ignored: "+c.why, jlog)
+			}
 		}
 	}
 
