@@ -68,18 +68,10 @@ func BenchmarkEndToEndNFT100k(b *testing.B) {
 // hosts.deny in a temporary directory.
 func BenchmarkEndToEndHostsDeny10k(b *testing.B) {
 	lines := decisionLines(10_000)
-	tmpl, err := hostsdeny.NewTemplate("ALL: $TARGET$")
-	if err != nil {
-		b.Fatal(err)
-	}
 	for range b.N {
 		b.StopTimer()
-		dir := b.TempDir()
-		p := filepath.Join(dir, "hosts.deny")
-		if err := writeEmpty(p); err != nil {
-			b.Fatal(err)
-		}
-		bl := New(Config{HostsDeny: hostsdeny.New(p, tmpl), Log: nopLog{}, Out: transport.NewWriter(io.Discard)})
+		hd, _ := emptyHostsDeny(b)
+		bl := New(Config{HostsDeny: hd, Log: nopLog{}, Out: transport.NewWriter(io.Discard)})
 		bl.Restore()
 		b.StartTimer()
 		feedAll(bl, lines)
@@ -90,25 +82,31 @@ func BenchmarkEndToEndHostsDeny10k(b *testing.B) {
 	}
 }
 
-func writeEmpty(p string) error { return os.WriteFile(p, nil, 0o644) }
+// emptyHostsDeny makes an empty hosts.deny in a new temporary directory:
+// its action, and the directory.
+func emptyHostsDeny(b *testing.B) (*hostsdeny.File, string) {
+	b.Helper()
+	tmpl, err := hostsdeny.NewTemplate("ALL: $TARGET$")
+	if err != nil {
+		b.Fatal(err)
+	}
+	dir := b.TempDir()
+	p := filepath.Join(dir, "hosts.deny")
+	if err := os.WriteFile(p, nil, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	return hostsdeny.New(p, tmpl), dir
+}
 
 // BenchmarkLift2000: 2,000 blocks in hosts.deny and BLOCKED_FILE that end
 // at one moment, lifted by one LiftDue.
 func BenchmarkLift2000(b *testing.B) {
 	lines := decisionLines(2000)
-	tmpl, err := hostsdeny.NewTemplate("ALL: $TARGET$")
-	if err != nil {
-		b.Fatal(err)
-	}
 	for range b.N {
 		b.StopTimer()
-		dir := b.TempDir()
-		p := filepath.Join(dir, "hosts.deny")
-		if err := writeEmpty(p); err != nil {
-			b.Fatal(err)
-		}
+		hd, dir := emptyHostsDeny(b)
 		now := time.Date(2098, 1, 1, 0, 0, 0, 0, time.UTC)
-		bl := New(Config{HostsDeny: hostsdeny.New(p, tmpl), BlockedFile: filepath.Join(dir, "blocked"),
+		bl := New(Config{HostsDeny: hd, BlockedFile: filepath.Join(dir, "blocked"),
 			Now: func() time.Time { return now }, Log: nopLog{}, Out: transport.NewWriter(io.Discard)})
 		bl.Restore()
 		feedAll(bl, lines)
