@@ -3,6 +3,7 @@ package blocker
 import (
 	"context"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/portsentry/pipeline/ps-block/blockfile"
@@ -41,30 +42,69 @@ func (b *Blocker) flushBatch() {
 }
 
 func (b *Blocker) run(ctx context.Context, c *command.Command, p *pending, action string) bool {
-	argv := c.Argv(p.vars)
 	if b.cfg.DryRun {
-		b.result(p.k.addr, p.k.mode, action, true, "would run %s: %q", c.Key(), argv)
+		b.result(p.k.addr, p.k.mode, action, true, "would run %s: %q", c.Key(), c.Argv(p.vars))
 		return true
 	}
-	if err := b.cfg.Runner.Run(ctx, argv); err != nil {
+	return b.report(c, p, action, b.cfg.Runner.Run(ctx, c.Argv(p.vars)))
+}
+
+// report writes the result of running c for p and says whether it worked.
+func (b *Blocker) report(c *command.Command, p *pending, action string, err error) bool {
+	if err != nil {
 		b.cfg.Log.Attack("%s failed for host %s: %v", c.Key(), p.k.addr, err)
 		b.result(p.k.addr, p.k.mode, action, false, "%s: %v", c.Key(), err)
 		return false
 	}
-	b.result(p.k.addr, p.k.mode, action, true, "ran %s: %q", c.Key(), argv)
+	b.result(p.k.addr, p.k.mode, action, true, "ran %s: %q", c.Key(), c.Argv(p.vars))
 	return true
+}
+
+// maxParallel bounds the commands of one batch that run at once: a command
+// that hangs holds one slot until COMMAND_TIMEOUT, not every decision
+// behind it.
+const maxParallel = 16
+
+// runAll runs c for each of ps, at most maxParallel at a time, and reports
+// each in ps's order; ok[i] says whether the command for ps[i] worked.
+func (b *Blocker) runAll(c *command.Command, ps []*pending, action string) (ok []bool) {
+	ok = make([]bool, len(ps))
+	if b.cfg.DryRun {
+		for i, p := range ps {
+			ok[i] = b.run(context.Background(), c, p, action)
+		}
+		return ok
+	}
+	errs := make([]error, len(ps))
+	slots := make(chan struct{}, maxParallel)
+	var wg sync.WaitGroup
+	for i, p := range ps {
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			errs[i] = b.cfg.Runner.Run(context.Background(), c.Argv(p.vars))
+		})
+	}
+	wg.Wait()
+	for i, p := range ps {
+		ok[i] = b.report(c, p, action, errs[i])
+	}
+	return ok
 }
 
 // runCmds runs KILL_RUN_CMD for blocks and run decisions.
 func (b *Blocker) runCmds(batch []*pending) {
-	for _, p := range batch {
-		if b.cfg.RunCmd == nil {
+	if b.cfg.RunCmd == nil {
+		for _, p := range batch {
 			if p.ev.Kind == event.KindRun {
 				b.result(p.k.addr, p.k.mode, ActionRun, false, "KILL_RUN_CMD is not set: nothing to run")
 			}
-			continue
 		}
-		if b.run(context.Background(), b.cfg.RunCmd, p, ActionRun) {
+		return
+	}
+	for i, ok := range b.runAll(b.cfg.RunCmd, batch, ActionRun) {
+		if ok {
+			p := batch[i]
 			b.cfg.Log.Attack("Host %s: ran KILL_RUN_CMD (%s)", p.k.addr, p.ev.Kind)
 			p.ok = true
 		}
@@ -122,13 +162,18 @@ func (b *Blocker) applyRoutes(blocks []*pending) {
 	if b.cfg.Route == nil {
 		return
 	}
+	var todo []*pending
 	for _, p := range blocks {
 		if b.routedElsewhere(p.k.addr) {
 			p.ok, p.routed = true, true
 			b.result(p.k.addr, p.k.mode, ActionRoute, true, "already routed for another mode")
 			continue
 		}
-		if b.run(context.Background(), b.cfg.Route, p, ActionRoute) {
+		todo = append(todo, p)
+	}
+	for i, ok := range b.runAll(b.cfg.Route, todo, ActionRoute) {
+		if ok {
+			p := todo[i]
 			b.cfg.Log.Attack("Host %s has been blocked via dropped route", p.k.addr)
 			p.ok, p.routed = true, true
 		}

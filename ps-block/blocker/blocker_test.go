@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -90,9 +91,16 @@ func (f *fakeHD) Remove(addrs ...netip.Addr) (int, error) {
 	return len(addrs), nil
 }
 
-type fakeRunner struct{ c *calls }
+// fakeRunner records the commands it is given; ps-block runs them in
+// parallel, hence the lock.
+type fakeRunner struct {
+	c  *calls
+	mu *sync.Mutex
+}
 
 func (f fakeRunner) Run(_ context.Context, argv []string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.c.add("exec %s", strings.Join(argv, " "))
 	if argv[0] == "fail" {
 		return fmt.Errorf("exit status 1")
@@ -131,7 +139,7 @@ func newRig(t *testing.T, mod func(*Config)) *rig {
 		Route:       mustCmd("KILL_ROUTE", "route $TARGET$"),
 		Unroute:     mustCmd("KILL_UNROUTE", "unroute $TARGET$"),
 		RunCmd:      mustCmd("KILL_RUN_CMD", "runcmd $TARGET$ $PORT$ $MODE$"),
-		Runner:      fakeRunner{r.c},
+		Runner:      fakeRunner{r.c, &sync.Mutex{}},
 		BlockedFile: filepath.Join(r.dir, "portsentry.blocked"),
 		HistoryFile: filepath.Join(r.dir, "portsentry.history"),
 		Now:         func() time.Time { return r.now },
@@ -357,7 +365,7 @@ func TestRestart(t *testing.T) {
 	cfg := old
 	cfg.NFT = &fakeNFT{c: c, set: map[netip.Addr]time.Time{}} // a reboot emptied the kernel set
 	cfg.HostsDeny = &fakeHD{c: c, hosts: old.HostsDeny.(*fakeHD).hosts}
-	cfg.Runner = fakeRunner{c}
+	cfg.Runner = fakeRunner{c, &sync.Mutex{}}
 	cfg.Now = func() time.Time { return r2.now }
 	cfg.Out = transport.NewWriter(r2.out)
 	r2.b = New(cfg)
@@ -494,5 +502,53 @@ func TestLiftsTogether(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(r.dir, "portsentry.blocked.atcp")); len(b) != 0 {
 		t.Errorf("blocked file keeps lifted hosts: %q", b)
+	}
+}
+
+// barrierRunner's commands each wait until n of them have started: run one
+// after another, the first would wait in vain and fail.
+type barrierRunner struct {
+	n       int
+	mu      sync.Mutex
+	started int
+	all     chan struct{}
+}
+
+func (f *barrierRunner) Run(context.Context, []string) error {
+	f.mu.Lock()
+	if f.started++; f.started == f.n {
+		close(f.all)
+	}
+	f.mu.Unlock()
+	select {
+	case <-f.all:
+		return nil
+	case <-time.After(5 * time.Second):
+		return fmt.Errorf("ran alone: the other commands did not start")
+	}
+}
+
+// TestCommandsInParallel: the commands of one batch run side by side, so a
+// command that hangs holds up one slot, not every decision behind it; the
+// results still come in the decisions' order.
+func TestCommandsInParallel(t *testing.T) {
+	const n = 4
+	run := &barrierRunner{n: n, all: make(chan struct{})}
+	r := newRig(t, func(c *Config) { c.NFT, c.HostsDeny, c.Route, c.Runner = nil, nil, nil, run })
+	var lines, want []string
+	for i := range n {
+		a := fmt.Sprintf("198.18.0.%d", i+1)
+		lines = append(lines, block(a, "atcp", 21, ""))
+		want = append(want, "run true "+a+" atcp")
+	}
+	r.feed(lines...)
+	got := r.results(t)
+	if len(got) != n {
+		t.Fatalf("results %q", got)
+	}
+	for i := range got {
+		if !strings.HasPrefix(got[i], want[i]) {
+			t.Errorf("result %d: %q, want %q...", i, got[i], want[i])
+		}
 	}
 }
