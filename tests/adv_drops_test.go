@@ -1,11 +1,14 @@
 package tests
 
 import (
+	"errors"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -51,4 +54,33 @@ func TestAdvDropReport(t *testing.T) {
 		t.Fatalf("dropped %d of %d received, %d sent: implausible", dropped, received, sent)
 	}
 	t.Logf("ps-sniff, stopped during %d SYNs: the kernel dropped %d of %d", sent, dropped, received)
+}
+
+// TestAdvSniffDownstreamClosed: when the stage after ps-sniff dies, the
+// next hit ends ps-sniff with a clear message and exit status 1.
+func TestAdvSniffDownstreamClosed(t *testing.T) {
+	l := newAdvLab(t)
+	dir := t.TempDir()
+	conf := advConf(t, dir, "p.conf", map[string]string{"IGNORE_FILE": filepath.Join(dir, "ignore")})
+	r, w := advPipe(t)
+	cmd := advCommand(l.Sensor, "ps-sniff", "-c", conf, "-atcp", "-i", l.SensorIf)
+	cmd.Stdout = w
+	sniff := advStart(t, dir, "ps-sniff", cmd)
+	w.Close()
+	sniff.waitLog(t, "PortSentry is now active and listening.", 10*time.Second)
+	r.Close() // the next stage is gone
+	// One SYN to a tripwire port makes a hit to write.
+	l.synflood(t, 5*time.Second, "-n", "1", "-v6", "0", "-src4", "198.19.64.7/32", "-ports", "21")
+	select {
+	case <-sniff.done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("ps-sniff still running 10 s after a hit it could not write:\n%s", sniff.log(t))
+	}
+	var exit *exec.ExitError
+	if !errors.As(sniff.err, &exit) || exit.ExitCode() != 1 {
+		t.Errorf("exit %v, want status 1", sniff.err)
+	}
+	if log := sniff.log(t); !strings.Contains(log, "standard output closed: the next stage has exited") {
+		t.Errorf("no clear message:\n%s", log)
+	}
 }
