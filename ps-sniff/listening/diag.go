@@ -94,8 +94,8 @@ func (d *diag) ports(family, proto uint8, states uint32, into *Ports) error {
 // owner asks the kernel whether it has a socket for probe p: the one its
 // own lookup would deliver p to (an exact SOCK_DIAG_BY_FAMILY request, as
 // ss does for one socket). That is one hash lookup, where reading the
-// tables walks every bucket of the listening hash (about 65,000 on a host
-// with a few GiB), twice.
+// tables walks every bucket of the listening hash (sized by memory, up to
+// 65,536), once per family: about 0.2 ms for both in the lab's traces.
 func (d *diag) owner(p *probe.Probe) (bool, error) {
 	var req [nlHeader + diagReqV2]byte
 	ne := binary.NativeEndian
