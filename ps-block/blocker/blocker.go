@@ -395,12 +395,17 @@ func (b *Blocker) LiftDue() {
 		b.flushBatch()
 		b.flushOut()
 	}
-	var due []key
-	seen := map[key]bool{}
+	var (
+		due  []key
+		seen map[key]bool // a block recorded twice has two items
+	)
 	for len(b.lifts) > 0 && !b.lifts[0].at.After(now) {
 		it := heap.Pop(&b.lifts).(liftItem)
 		// A stale item: the block was lifted or replaced since.
 		if e := b.state[it.k]; e != nil && e.until.Equal(it.at) && !seen[it.k] {
+			if seen == nil {
+				seen = map[key]bool{}
+			}
 			seen[it.k] = true
 			due = append(due, it.k)
 		}
