@@ -7,13 +7,12 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/portsentry/pipeline/ps-block/blockfile"
 	"github.com/portsentry/pipeline/ps-block/macro"
+	"github.com/portsentry/pipeline/ps-block/recfile"
 	"github.com/portsentry/pipeline/shared/event"
 )
 
@@ -42,13 +41,16 @@ func appendEnds(path string, ends []endLine) error {
 		sb.WriteString(l.String())
 		sb.WriteByte('\n')
 	}
-	return blockfile.AppendText(path, []byte(sb.String()))
+	if err := recfile.Append(path, []byte(sb.String())); err != nil {
+		return fmt.Errorf("blocker: %w", err)
+	}
+	return nil
 }
 
 // loadEnds reads the until file; lines it cannot read are reported and
 // skipped (their blocks then count as never ending, as in 1.2).
 func loadEnds(path string, log Logger) (map[key]time.Time, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+	f, err := recfile.Open(path, os.O_RDONLY)
 	if errors.Is(err, fs.ErrNotExist) {
 		return map[key]time.Time{}, nil
 	}
@@ -91,23 +93,8 @@ func (b *Blocker) rewriteEnds(path string) error {
 		sb.WriteString(endLine{k: k, until: e.until}.String())
 		sb.WriteByte('\n')
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("blocker: rewrite %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name()) // fails harmlessly once renamed
-	_, werr := tmp.WriteString(sb.String())
-	if werr == nil {
-		werr = tmp.Sync()
-	}
-	if err := tmp.Close(); werr == nil {
-		werr = err
-	}
-	if werr == nil {
-		werr = os.Rename(tmp.Name(), path)
-	}
-	if werr != nil {
-		return fmt.Errorf("blocker: rewrite %s: %w", path, werr)
+	if err := recfile.Replace(path, []byte(sb.String())); err != nil {
+		return fmt.Errorf("blocker: %w", err)
 	}
 	return nil
 }
@@ -148,13 +135,13 @@ func (b *Blocker) Restore() {
 	var ended, reapply []*pending
 	for _, m := range event.Modes {
 		path := b.cfg.BlockedFile + "." + m.String()
-		lines, bad, err := blockfile.Load(path)
+		var lines []blockfile.Line
+		err := blockfile.Scan(path, func(l blockfile.Line) { lines = append(lines, l) }, func(n int, err error) {
+			b.cfg.Log.Admin("%s line %d: %v (line skipped)", path, n, err)
+		})
 		if err != nil {
 			b.cfg.Log.Admin("%v", err)
 			continue
-		}
-		for _, bl := range bad {
-			b.cfg.Log.Admin("%s line %d: %v (line skipped)", path, bl.N, bl.Err)
 		}
 		for _, l := range lines {
 			k := key{l.Addr.Unmap(), m}

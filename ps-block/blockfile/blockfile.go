@@ -16,11 +16,11 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
-	"syscall"
 	"time"
+
+	"github.com/portsentry/pipeline/ps-block/recfile"
 )
 
 // Line is one blocked host.
@@ -71,8 +71,8 @@ func Parse(s string) (Line, error) {
 	return Line{Time: time.Unix(epoch, 0), Name: m[2], Addr: addr, Port: uint16(port), Proto: m[5]}, nil
 }
 
-// Append adds lines to path in one write, creating it (mode 0600) if needed.
-// It never follows a symlink.
+// Append adds lines to path in one write, creating it (mode 0600) if needed,
+// through recfile (never a symlink, a FIFO or another user's file).
 func Append(path string, lines []Line) error {
 	if len(lines) == 0 {
 		return nil
@@ -82,65 +82,93 @@ func Append(path string, lines []Line) error {
 		buf.WriteString(l.String())
 		buf.WriteByte('\n')
 	}
-	return AppendText(path, buf.Bytes())
-}
-
-// AppendText appends text to path in one write, creating it (mode 0600) if
-// needed, never following a symlink: the append-only files ps-block keeps.
-func AppendText(path string, text []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
-	if err != nil {
+	if err := recfile.Append(path, buf.Bytes()); err != nil {
 		return fmt.Errorf("blockfile: %w", err)
-	}
-	if _, err := f.Write(text); err != nil {
-		f.Close()
-		return fmt.Errorf("blockfile: append to %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("blockfile: close %s: %w", path, err)
 	}
 	return nil
 }
 
-// BadLine is a line Load could not read.
-type BadLine struct {
-	N   int
-	Err error
-}
-
-// Load reads path's lines. A missing file is empty; lines that do not parse
-// are returned as BadLine for the caller to report, and skipped.
-func Load(path string) ([]Line, []BadLine, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+// Scan calls fn with each line of path that parses, in file order, and bad
+// with the number and reason of each that does not, holding one line at a
+// time in memory: a blocked file of a million lines is read in constant
+// space. A missing file has no lines.
+func Scan(path string, fn func(Line), bad func(n int, err error)) error {
+	f, err := recfile.Open(path, os.O_RDONLY)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil, nil
+		return nil
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("blockfile: %w", err)
+		return fmt.Errorf("blockfile: %w", err)
 	}
 	defer f.Close()
-	var (
-		lines []Line
-		bad   []BadLine
-		n     int
-	)
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		n++
-		if len(sc.Bytes()) == 0 {
-			continue
+	err = recfile.Lines(f, func(n int, line []byte, err error) error {
+		if err == nil && len(line) == 0 {
+			return nil
 		}
-		l, err := Parse(sc.Text())
+		var l Line
+		if err == nil {
+			l, err = Parse(string(line))
+		}
 		if err != nil {
-			bad = append(bad, BadLine{N: n, Err: err})
-			continue
+			bad(n, err)
+			return nil
 		}
-		lines = append(lines, l)
+		fn(l)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("blockfile: read %s: %w", path, err)
 	}
-	if err := sc.Err(); err != nil {
-		return nil, nil, fmt.Errorf("blockfile: read %s: %w", path, err)
+	return nil
+}
+
+// Keep rewrites path, line by line, with only the lines keep accepts, and
+// returns how many it dropped. A line that does not parse is kept, unless
+// it is longer than any record (recfile.MaxLine). The file is replaced
+// atomically (a crash leaves the old or the new one), and only when a line
+// goes. A missing file has none.
+func Keep(path string, keep func(Line) bool) (int, error) {
+	f, err := recfile.Open(path, os.O_RDONLY)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
 	}
-	return lines, bad, nil
+	if err != nil {
+		return 0, fmt.Errorf("blockfile: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("blockfile: %w", err)
+	}
+	w, err := recfile.Create(path, fi.Mode().Perm())
+	if err != nil {
+		return 0, fmt.Errorf("blockfile: %w", err)
+	}
+	defer w.Close()
+	bw := bufio.NewWriter(w)
+	dropped := 0
+	err = recfile.Lines(f, func(n int, line []byte, err error) error {
+		if err != nil {
+			dropped++
+			return nil
+		}
+		if l, perr := Parse(string(line)); perr == nil && !keep(l) {
+			dropped++
+			return nil
+		}
+		bw.Write(line)
+		return bw.WriteByte('\n')
+	})
+	if err != nil || dropped == 0 {
+		return 0, err
+	}
+	if err = bw.Flush(); err == nil {
+		err = w.Commit()
+	}
+	if err != nil {
+		return 0, fmt.Errorf("blockfile: %w", err)
+	}
+	return dropped, nil
 }
 
 // Remove drops every line for the given hosts from path by an atomic
@@ -150,71 +178,5 @@ func Remove(path string, addrs ...netip.Addr) (int, error) {
 	for _, a := range addrs {
 		drop[a.Unmap()] = true
 	}
-	b, err := readNoFollow(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	var out bytes.Buffer
-	removed := 0
-	for line := range bytes.Lines(b) {
-		if l, err := Parse(string(bytes.TrimRight(line, "\n"))); err == nil && drop[l.Addr.Unmap()] {
-			removed++
-			continue
-		}
-		out.Write(line)
-	}
-	if removed == 0 {
-		return 0, nil
-	}
-	if err := replace(path, out.Bytes()); err != nil {
-		return 0, err
-	}
-	return removed, nil
-}
-
-func readNoFollow(path string) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("blockfile: %w", err)
-	}
-	defer f.Close()
-	var buf bytes.Buffer
-	if _, err := buf.ReadFrom(f); err != nil {
-		return nil, fmt.Errorf("blockfile: read %s: %w", path, err)
-	}
-	return buf.Bytes(), nil
-}
-
-// replace writes content beside path and renames it over path, keeping the
-// mode, so a crash leaves the old or the new file.
-func replace(path string, content []byte) error {
-	fi, err := os.Lstat(path)
-	if err != nil {
-		return fmt.Errorf("blockfile: %w", err)
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("blockfile: rewrite %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name()) // fails harmlessly once renamed
-	_, werr := tmp.Write(content)
-	if werr == nil {
-		werr = tmp.Chmod(fi.Mode().Perm())
-	}
-	if werr == nil {
-		werr = tmp.Sync()
-	}
-	if err := tmp.Close(); werr == nil {
-		werr = err
-	}
-	if werr != nil {
-		return fmt.Errorf("blockfile: rewrite %s: %w", path, werr)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("blockfile: rewrite %s: %w", path, err)
-	}
-	return nil
+	return Keep(path, func(l Line) bool { return !drop[l.Addr.Unmap()] })
 }

@@ -117,9 +117,24 @@ func TestParse(t *testing.T) {
 	}
 }
 
-func TestLoadRemove(t *testing.T) {
+type badLine struct {
+	N   int
+	Err error
+}
+
+// load reads path with Scan.
+func load(path string) ([]Line, []badLine, error) {
+	var (
+		lines []Line
+		bad   []badLine
+	)
+	err := Scan(path, func(l Line) { lines = append(lines, l) }, func(n int, err error) { bad = append(bad, badLine{n, err}) })
+	return lines, bad, err
+}
+
+func TestScanRemove(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "blocked.tcp")
-	if lines, bad, err := Load(p); err != nil || len(lines)+len(bad) != 0 {
+	if lines, bad, err := load(p); err != nil || len(lines)+len(bad) != 0 {
 		t.Fatalf("missing file: %v %v %v", lines, bad, err)
 	}
 	if err := Append(p, sample()); err != nil {
@@ -131,18 +146,18 @@ func TestLoadRemove(t *testing.T) {
 	}
 	f.WriteString("torn line\n\n")
 	f.Close()
-	lines, bad, err := Load(p)
+	lines, bad, err := load(p)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(lines) != 3 || len(bad) != 1 || bad[0].N != 4 {
-		t.Fatalf("Load: %d lines, bad %v", len(lines), bad)
+		t.Fatalf("Scan: %d lines, bad %v", len(lines), bad)
 	}
 	n, err := Remove(p, netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.9"))
 	if err != nil || n != 1 {
 		t.Fatalf("Remove = %d, %v", n, err)
 	}
-	lines, _, _ = Load(p)
+	lines, _, _ = load(p)
 	if len(lines) != 2 || lines[0].Addr != netip.MustParseAddr("2001:db8::1") {
 		t.Errorf("after Remove: %+v", lines)
 	}
@@ -162,7 +177,7 @@ func TestNoSymlink(t *testing.T) {
 	if err := Append(link, sample()); err == nil {
 		t.Error("Append followed a symlink")
 	}
-	if _, _, err := Load(link); err == nil {
-		t.Error("Load followed a symlink")
+	if _, _, err := load(link); err == nil {
+		t.Error("Scan followed a symlink")
 	}
 }
