@@ -172,15 +172,18 @@ func actions(cfg *config.Config, dry bool, log *alert.Logger) (blocker.Config, f
 		bc.HostsDeny = hostsdeny.New(path, tmpl)
 	}
 	if cfg.NFTBlock {
-		conn, err := nft.Open(0)
-		if err != nil {
+		if conn, err := nft.Open(0); err != nil {
 			// Every block then reports the failure; ps-block goes on with
 			// its other actions.
 			log.Admin("%v", err)
-			return bc, closeNFT, nil
+		} else {
+			closeNFT = func() { _ = conn.CloseLasting() }
+			bc.NFT = nft.New(conn, nft.Config{Table: cfg.NFTTable, Forward: cfg.NFTForward}, time.Now)
 		}
-		closeNFT = func() { _ = conn.CloseLasting() }
-		bc.NFT = nft.New(conn, nft.Config{Table: cfg.NFTTable, Forward: cfg.NFTForward}, time.Now)
+	}
+	if err := startChecks(cfg, bc, log); err != nil {
+		closeNFT()
+		return bc, func() {}, err
 	}
 	return bc, closeNFT, nil
 }

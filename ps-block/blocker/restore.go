@@ -225,3 +225,25 @@ func (b *Blocker) reapply(ps []*pending, inKernel map[netip.Addr]bool) {
 		}
 	}
 }
+
+// RecordFile is one file ps-block keeps its records in, with the
+// configuration key that names it.
+type RecordFile struct {
+	Key, Path string
+}
+
+// RecordFiles lists every file the configuration makes ps-block keep, for
+// the checks at start.
+func (c Config) RecordFiles() []RecordFile {
+	var out []RecordFile
+	if c.BlockedFile != "" {
+		for _, m := range event.Modes {
+			out = append(out, RecordFile{"BLOCKED_FILE", c.BlockedFile + "." + m.String()})
+		}
+		out = append(out, RecordFile{"BLOCKED_FILE", c.BlockedFile + untilSuffix})
+	}
+	if c.HistoryFile != "" {
+		out = append(out, RecordFile{"HISTORY_FILE", c.HistoryFile})
+	}
+	return out
+}

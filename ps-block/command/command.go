@@ -10,7 +10,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -134,9 +136,55 @@ const DefaultTimeout = 30 * time.Second
 // maxOutput is how much of a failing command's output goes into the error.
 const maxOutput = 512
 
+// childPath is where a command named without a slash is looked for.
+const childPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
 // env is the whole environment of a child: a privileged program passes on
 // none of its own.
-var env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}
+var env = []string{"PATH=" + childPath, "LC_ALL=C"}
+
+// lookPath finds prog as a child would be started: a name with a slash as
+// it is, any other in childPath (not ps-block's own PATH, which children
+// never see).
+func lookPath(prog string) (string, error) {
+	if strings.Contains(prog, "/") {
+		if err := executable(prog); err != nil {
+			return "", fmt.Errorf("%s: not found or not executable: %w", prog, err)
+		}
+		return prog, nil
+	}
+	for _, dir := range filepath.SplitList(childPath) {
+		p := filepath.Join(dir, prog)
+		if executable(p) == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s: not found or not executable in %s", prog, childPath)
+}
+
+func executable(path string) error {
+	fi, err := os.Stat(path)
+	switch {
+	case err != nil:
+		return errors.Unwrap(err)
+	case fi.IsDir():
+		return errors.New("a directory")
+	case fi.Mode()&0o111 == 0:
+		return errors.New("not executable")
+	}
+	return nil
+}
+
+// Check finds the program the command runs, so that a missing one (Debian
+// 1.2's /sbin/route, gone from bookworm) is reported when ps-block starts,
+// not at the first attack. A program named by a macro cannot be checked.
+func (c *Command) Check() error {
+	if strings.Contains(c.argv[0], "$") {
+		return nil
+	}
+	_, err := lookPath(c.argv[0])
+	return err
+}
 
 // Run starts argv in a process group of its own, waits at most the timeout,
 // then kills the whole group. A zero exit status is success; anything else
@@ -151,9 +199,9 @@ func (e Exec) Run(ctx context.Context, argv []string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	path, err := exec.LookPath(argv[0])
+	path, err := lookPath(argv[0])
 	if err != nil {
-		return fmt.Errorf("command: %s: not found or not executable: %w", argv[0], errors.Unwrap(err))
+		return fmt.Errorf("command: %w", err)
 	}
 	cmd := exec.CommandContext(ctx, path, argv[1:]...)
 	cmd.Args[0] = argv[0]

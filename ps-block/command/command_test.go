@@ -127,3 +127,33 @@ func TestExecOutcomes(t *testing.T) {
 		})
 	}
 }
+
+// A program that is not there is found when ps-block starts, as a child
+// would look for it (Debian 1.2's KILL_ROUTE="/sbin/route ..." on bookworm).
+func TestCheck(t *testing.T) {
+	plain := filepath.Join(t.TempDir(), "plain")
+	if err := os.WriteFile(plain, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		cmd, want string // want: "" for no error
+	}{
+		{"/bin/true $TARGET$", ""},
+		{"true $TARGET$", ""},
+		{"/nonexistent/route add -host $TARGET$ reject", "/nonexistent/route: not found or not executable"},
+		{"ps-block-no-such-command $TARGET$", "not found or not executable in /usr/local/sbin:"},
+		{"/etc $TARGET$", "a directory"},
+		{plain + " $TARGET$", "not executable"},
+		{"$TARGET$", ""},
+	}
+	for _, tc := range tests {
+		c, err := Parse("KILL_ROUTE", tc.cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = c.Check()
+		if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("Check(%q) = %v, want %q", tc.cmd, err, tc.want)
+		}
+	}
+}

@@ -132,6 +132,25 @@ func (f *File) Load() error {
 	return err
 }
 
+// Check says why the file cannot be edited, when ps-block starts rather
+// than at the first attack: missing, not a regular file, read-only, on a
+// read-only file system (a systemd unit's ProtectSystem), or in a directory
+// where the new version cannot be written.
+func (f *File) Check() error {
+	if _, err := f.read(); err != nil {
+		return err
+	}
+	w, err := os.OpenFile(f.path, os.O_WRONLY|os.O_APPEND|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("hostsdeny: %s cannot be written: %w", f.path, err)
+	}
+	w.Close()
+	if dir := filepath.Dir(f.path); unix.Access(dir, unix.W_OK) != nil {
+		return fmt.Errorf("hostsdeny: cannot write in %s, where the new version of %s goes", dir, f.path)
+	}
+	return nil
+}
+
 // Path is the file's name.
 func (f *File) Path() string { return f.path }
 
