@@ -194,6 +194,11 @@ func (j *judgeStage) flushIfDue() {
 }
 
 func (j *judgeStage) flush(now time.Time) {
+	if j.unflushed {
+		// Decisions were made: say again if they were made with no
+		// ignore file (1.2 said so at every hit; this is rate limited).
+		j.guard.Remind(now)
+	}
 	j.unflushed, j.lastFlush = false, now
 	if err := j.out.Flush(); err != nil {
 		j.fail(err)

@@ -1,12 +1,18 @@
 // Package guard decides which addresses may never be acted upon: the
 // unspecified, loopback, multicast and broadcast addresses, this host's own
-// addresses, its default gateways and name servers, the ignore file and the
+// addresses and the network and broadcast addresses of its IPv4 subnets,
+// its default gateways and name servers, the ignore file and the
 // PROTECT_ADDRESSES key. ps-judge asks it before deciding and ps-block asks
 // again before acting, so a forged probe cannot make either turn on the host
 // itself or on what it depends on.
+//
+// A Set is the one definition of "protected": Refuse answers for one
+// address and Protections lists the same thing as prefixes, for whatever
+// must enforce it elsewhere (the kernel's fast path).
 package guard
 
 import (
+	"fmt"
 	"net/netip"
 
 	"github.com/portsentry/pipeline/shared/ignore"
@@ -15,8 +21,26 @@ import (
 // System is what the host itself is and depends on, looked up by Discover.
 type System struct {
 	Own       []netip.Addr
+	Subnets   []netip.Prefix // the on-link prefix of each own address
 	Gateways  []netip.Addr
 	Resolvers []netip.Addr
+}
+
+// Protection is one protected prefix and why it is protected.
+type Protection struct {
+	Prefix netip.Prefix
+	Why    string
+}
+
+// builtin is what is protected on every host.
+var builtin = []Protection{
+	{netip.MustParsePrefix("0.0.0.0/32"), "the unspecified address"},
+	{netip.MustParsePrefix("::/128"), "the unspecified address"},
+	{netip.MustParsePrefix("127.0.0.0/8"), "a loopback address"},
+	{netip.MustParsePrefix("::1/128"), "a loopback address"},
+	{netip.MustParsePrefix("224.0.0.0/4"), "a multicast address"},
+	{netip.MustParsePrefix("ff00::/8"), "a multicast address"},
+	{netip.MustParsePrefix("255.255.255.255/32"), "the broadcast address"},
 }
 
 // Set answers Refuse. It is immutable once built: a change (a new ignore
@@ -24,43 +48,74 @@ type System struct {
 type Set struct {
 	ignore  *ignore.List
 	protect []netip.Prefix
-	special map[netip.Addr]string
+	special map[netip.Addr]string // single addresses of the host and its subnets
+	order   []netip.Addr          // special's keys in the order added, for Protections
 }
 
 // New builds a Set. Any argument may be nil.
 func New(ign *ignore.List, protect []netip.Prefix, sys *System) *Set {
 	s := &Set{ignore: ign, protect: protect, special: map[netip.Addr]string{}}
-	if sys != nil {
-		add := func(list []netip.Addr, why string) {
-			for _, a := range list {
-				if _, dup := s.special[a.Unmap()]; !dup {
-					s.special[a.Unmap()] = why
-				}
-			}
+	if sys == nil {
+		return s
+	}
+	add := func(a netip.Addr, why string) {
+		a = a.Unmap()
+		if _, dup := s.special[a]; !dup {
+			s.special[a] = why
+			s.order = append(s.order, a)
 		}
-		add(sys.Own, "one of this host's own addresses")
-		add(sys.Gateways, "a default gateway of this host")
-		add(sys.Resolvers, "a name server of this host")
+	}
+	for _, a := range sys.Own {
+		add(a, "one of this host's own addresses")
+	}
+	for _, a := range sys.Gateways {
+		add(a, "a default gateway of this host")
+	}
+	for _, a := range sys.Resolvers {
+		add(a, "a name server of this host")
+	}
+	for _, p := range sys.Subnets {
+		if network, broadcast, ok := edges(p); ok {
+			p = netip.PrefixFrom(network, p.Bits()-(p.Addr().BitLen()-network.BitLen()))
+			add(network, fmt.Sprintf("the network address of this host's subnet %s", p))
+			add(broadcast, fmt.Sprintf("the broadcast address of this host's subnet %s", p))
+		}
 	}
 	return s
 }
 
-var broadcast4 = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+// edges returns the network and broadcast addresses of an IPv4 subnet. A
+// /31 (RFC 3021, point-to-point) and a /32 have neither: every address is a
+// host. IPv6 has no broadcast address.
+func edges(p netip.Prefix) (network, broadcast netip.Addr, ok bool) {
+	if !p.IsValid() || !p.Addr().Unmap().Is4() {
+		return netip.Addr{}, netip.Addr{}, false
+	}
+	bits := p.Bits()
+	if p.Addr().Is4In6() {
+		bits -= 96
+	}
+	if bits < 0 || bits > 30 {
+		return netip.Addr{}, netip.Addr{}, false
+	}
+	b := p.Addr().Unmap().As4()
+	n := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	host := uint32(1)<<(32-bits) - 1
+	lo, hi := n&^host, n|host
+	return netip.AddrFrom4([4]byte{byte(lo >> 24), byte(lo >> 16), byte(lo >> 8), byte(lo)}),
+		netip.AddrFrom4([4]byte{byte(hi >> 24), byte(hi >> 16), byte(hi >> 8), byte(hi)}), true
+}
 
 // Refuse returns why a must never be blocked, or "" when it may be.
 func (s *Set) Refuse(a netip.Addr) string {
 	a = a.Unmap()
-	switch {
-	case !a.IsValid():
+	if !a.IsValid() {
 		return "not a valid address"
-	case a.IsUnspecified():
-		return "the unspecified address"
-	case a.IsLoopback():
-		return "a loopback address"
-	case a.IsMulticast():
-		return "a multicast address"
-	case a == broadcast4:
-		return "the broadcast address"
+	}
+	for _, p := range builtin {
+		if p.Prefix.Contains(a) {
+			return p.Why
+		}
 	}
 	if s == nil {
 		return ""
@@ -69,12 +124,36 @@ func (s *Set) Refuse(a netip.Addr) string {
 		return why
 	}
 	if s.ignore.Contains(a) {
-		return "in the ignore file"
+		return whyIgnored
 	}
 	for _, p := range s.protect {
 		if p.Contains(a) {
-			return "protected by PROTECT_ADDRESSES"
+			return whyProtected
 		}
 	}
 	return ""
+}
+
+const (
+	whyIgnored   = "in the ignore file"
+	whyProtected = "protected by PROTECT_ADDRESSES"
+)
+
+// Protections lists everything Refuse refuses, as prefixes (IPv4 ones
+// unmapped): an address is refused exactly when one of them contains it.
+func (s *Set) Protections() []Protection {
+	out := append([]Protection(nil), builtin...)
+	if s == nil {
+		return out
+	}
+	for _, a := range s.order {
+		out = append(out, Protection{netip.PrefixFrom(a, a.BitLen()), s.special[a]})
+	}
+	for _, p := range s.ignore.Prefixes() {
+		out = append(out, Protection{p, whyIgnored})
+	}
+	for _, p := range s.protect {
+		out = append(out, Protection{p, whyProtected})
+	}
+	return out
 }

@@ -1,10 +1,13 @@
 package guard
 
 import (
+	"errors"
+	"io/fs"
 	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -13,24 +16,42 @@ import (
 	"github.com/portsentry/pipeline/shared/ignore"
 )
 
-// ResolvConf is where name servers are read from.
-const ResolvConf = "/etc/resolv.conf"
+// Name servers are read from both files: with systemd-resolved,
+// /etc/resolv.conf names only its stub (127.0.0.53), and the servers the
+// host really depends on are in ResolvedConf.
+const (
+	ResolvConf   = "/etc/resolv.conf"
+	ResolvedConf = "/run/systemd/resolve/resolv.conf"
+)
+
+// RemindEvery is how often, at most, Remind repeats that the ignore file is
+// missing.
+const RemindEvery = time.Minute
 
 // Keeper holds the current Set of a running program and builds a new one
-// when the ignore file or resolv.conf changes on disk, on SIGHUP, and when
-// the host's addresses or routes change. Readers never wait: Current is one
-// atomic load.
+// when the ignore file or a resolv.conf changes on disk (or, for a symlink,
+// its target), on SIGHUP, and when the host's addresses or routes change.
+// Readers never wait: Current is one atomic load.
 type Keeper struct {
-	ignoreFile string
-	protect    []netip.Prefix
-	log        func(format string, args ...any)
-	cur        atomic.Pointer[Set]
+	ignoreFile  string
+	resolvConfs []string
+	protect     []netip.Prefix
+	log         func(format string, args ...any)
+	cur         atomic.Pointer[Set]
+	missing     atomic.Bool // the ignore file did not exist at the last reload
+
+	mu         sync.Mutex // serialises Reload and Remind
+	lastRemind time.Time
 }
 
 // NewKeeper loads the ignore file and the system's addresses once. log
 // receives problems and reloads in words for an administrator.
 func NewKeeper(ignoreFile string, protect []netip.Prefix, log func(format string, args ...any)) *Keeper {
-	k := &Keeper{ignoreFile: ignoreFile, protect: protect, log: log}
+	return newKeeper(ignoreFile, []string{ResolvConf, ResolvedConf}, protect, log)
+}
+
+func newKeeper(ignoreFile string, resolvConfs []string, protect []netip.Prefix, log func(format string, args ...any)) *Keeper {
+	k := &Keeper{ignoreFile: ignoreFile, resolvConfs: resolvConfs, protect: protect, log: log}
 	k.Reload("start")
 	return k
 }
@@ -40,19 +61,25 @@ func (k *Keeper) Current() *Set { return k.cur.Load() }
 
 // Reload builds a new Set now. why says what prompted it, for the log.
 func (k *Keeper) Reload(why string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
 	ign, problems, err := ignore.Load(k.ignoreFile)
 	for _, p := range problems {
 		k.log("%v (line skipped)", p)
 	}
 	old := k.cur.Load()
+	k.missing.Store(errors.Is(err, fs.ErrNotExist))
 	if err != nil {
 		k.log("%v", err)
-		if old != nil {
-			k.log("keeping the previous ignore list")
+		k.sayMissing(time.Now())
+		// Fail closed: a file that vanished or cannot be read keeps what
+		// it held; an empty file is how to ignore nothing.
+		if old != nil && old.ignore.Len() > 0 {
+			k.log("keeping the previous ignore list (%d entries)", old.ignore.Len())
 			ign = old.ignore
 		}
 	}
-	sys, err := Discover(ResolvConf)
+	sys, err := Discover(k.resolvConfs...)
 	if err != nil {
 		k.log("%v", err)
 		sys = &System{}
@@ -62,8 +89,32 @@ func (k *Keeper) Reload(why string) {
 		why, ign.Len(), len(sys.Own), len(sys.Gateways), len(sys.Resolvers), len(k.protect))
 }
 
-// Watch reloads on SIGHUP, on changes to the ignore file and resolv.conf,
-// and on address or route changes, until stop is closed.
+// sayMissing warns that the ignore file is missing, if it is. k.mu is held.
+func (k *Keeper) sayMissing(now time.Time) {
+	if !k.missing.Load() {
+		return
+	}
+	k.lastRemind = now
+	k.log("WARNING: the ignore file %s does not exist: no host is ignored, only this host's own addresses and what it depends on are protected (create the file, even empty, to say that this is meant)", k.ignoreFile)
+}
+
+// Remind repeats the warning that the ignore file is missing, at most once
+// every RemindEvery, while it lasts. Callers call it when they act (1.2
+// said so at every hit); now is their clock.
+func (k *Keeper) Remind(now time.Time) {
+	if !k.missing.Load() {
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if now.Sub(k.lastRemind) >= RemindEvery {
+		k.sayMissing(now)
+	}
+}
+
+// Watch reloads on SIGHUP, on changes to the ignore file and the resolv.conf
+// files (and to the targets of those that are symlinks), and on address or
+// route changes, until stop is closed.
 func (k *Keeper) Watch(stop <-chan struct{}) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -81,17 +132,13 @@ func (k *Keeper) Watch(stop <-chan struct{}) {
 	}()
 
 	var events <-chan fsnotify.Event
-	if w, err := fsnotify.NewWatcher(); err != nil {
+	files := map[string]bool{}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
 		k.log("not watching files: %v", err)
 	} else {
 		defer w.Close()
-		// Watch the directories: editors and config managers replace files by
-		// renaming, which a watch on the file itself would lose.
-		for _, dir := range []string{filepath.Dir(k.ignoreFile), filepath.Dir(ResolvConf)} {
-			if err := w.Add(dir); err != nil {
-				k.log("not watching %s: %v", dir, err)
-			}
-		}
+		files = k.watchFiles(w, map[string]bool{})
 		events = w.Events
 	}
 	// Debounce: an editor's save is several events; reload once after them.
@@ -105,12 +152,59 @@ func (k *Keeper) Watch(stop <-chan struct{}) {
 		case <-netChanged:
 			k.Reload("network change")
 		case ev := <-events:
-			if ev.Name == k.ignoreFile || ev.Name == ResolvConf {
+			if files[filepath.Clean(ev.Name)] {
 				debounce = time.After(100 * time.Millisecond)
 			}
 		case <-debounce:
 			debounce = nil
 			k.Reload("file changed")
+			// A symlink may point elsewhere now.
+			files = k.watchFiles(w, files)
 		}
 	}
+}
+
+// watchFiles watches the directories of the watched files and of every
+// link on their way to their targets: editors and config managers replace
+// files by renaming, which a watch on the file itself would lose. It
+// returns the paths whose events matter; dirs already watched stay.
+func (k *Keeper) watchFiles(w *fsnotify.Watcher, old map[string]bool) map[string]bool {
+	files := map[string]bool{}
+	dirs := map[string]bool{}
+	for p := range old {
+		dirs[filepath.Dir(p)] = true
+	}
+	for _, f := range append([]string{k.ignoreFile}, k.resolvConfs...) {
+		for _, p := range linkChain(f) {
+			files[p] = true
+			d := filepath.Dir(p)
+			if dirs[d] {
+				continue
+			}
+			dirs[d] = true
+			// A missing directory (no systemd-resolved) is no problem: an
+			// address change reloads anyway.
+			if err := w.Add(d); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				k.log("not watching %s: %v", d, err)
+			}
+		}
+	}
+	return files
+}
+
+// linkChain returns path and, while it is a symlink, each path it leads to,
+// cleaned and absolute where the link is relative to its directory.
+func linkChain(path string) []string {
+	out := []string{filepath.Clean(path)}
+	for range 40 { // the kernel's own limit of links followed
+		target, err := os.Readlink(out[len(out)-1])
+		if err != nil {
+			break
+		}
+		if !filepath.IsAbs(target) {
+			target = filepath.Join(filepath.Dir(out[len(out)-1]), target)
+		}
+		out = append(out, filepath.Clean(target))
+	}
+	return out
 }

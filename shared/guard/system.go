@@ -13,11 +13,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Discover looks up this host's addresses, default gateways (from
-// /proc/net/route and /proc/net/ipv6_route) and name servers (from
-// resolvConf, normally /etc/resolv.conf). Missing files are not errors: a
-// container may lack them.
-func Discover(resolvConf string) (*System, error) {
+// Discover looks up this host's addresses and their subnets, default
+// gateways (from /proc/net/route and /proc/net/ipv6_route) and name servers
+// (from each of resolvConfs, normally ResolvConf and ResolvedConf). Missing
+// files are not errors: a container may lack them.
+func Discover(resolvConfs ...string) (*System, error) {
 	var s System
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
@@ -26,12 +26,22 @@ func Discover(resolvConf string) (*System, error) {
 	for _, a := range addrs {
 		if n, ok := a.(*net.IPNet); ok {
 			if ip, ok := netip.AddrFromSlice(n.IP); ok {
-				s.Own = append(s.Own, ip.Unmap())
+				ip = ip.Unmap()
+				s.Own = append(s.Own, ip)
+				ones, bits := n.Mask.Size()
+				if ip.Is4() && bits == 128 {
+					ones -= 96
+				}
+				if bits != 0 && ones >= 0 {
+					s.Subnets = append(s.Subnets, netip.PrefixFrom(ip, ones))
+				}
 			}
 		}
 	}
 	s.Gateways = append(readRoutes4("/proc/net/route"), readRoutes6("/proc/net/ipv6_route")...)
-	s.Resolvers = readResolvers(resolvConf)
+	for _, rc := range resolvConfs {
+		s.Resolvers = append(s.Resolvers, readResolvers(rc)...)
+	}
 	return &s, nil
 }
 
