@@ -17,6 +17,7 @@ import (
 	"github.com/portsentry/pipeline/ps-block/nft"
 	"github.com/portsentry/pipeline/shared/alert"
 	"github.com/portsentry/pipeline/shared/config"
+	"github.com/portsentry/pipeline/shared/event"
 	"github.com/portsentry/pipeline/shared/guard"
 	"github.com/portsentry/pipeline/shared/stage"
 	"github.com/urfave/cli/v2"
@@ -138,10 +139,17 @@ func actions(cfg *config.Config, dry bool, log *alert.Logger) (blocker.Config, f
 		RunCmdFirst: cfg.KillRunCmdFirst,
 		BlockedFile: cfg.BlockedFile,
 		HistoryFile: cfg.HistoryFile,
-		Rate:        cfg.BlockRate,
-		Burst:       cfg.BlockBurst,
-		DryRun:      dry,
-		Runner:      command.Exec{Timeout: cfg.CommandTimeout},
+		KindOf: func(m event.Mode) event.Kind {
+			v := cfg.BlockTCP
+			if m.Proto() == event.ProtoUDP {
+				v = cfg.BlockUDP
+			}
+			return [...]event.Kind{event.KindAlert, event.KindBlock, event.KindRun}[v]
+		},
+		Rate:   cfg.BlockRate,
+		Burst:  cfg.BlockBurst,
+		DryRun: dry,
+		Runner: command.Exec{Timeout: cfg.CommandTimeout},
 	}
 	closeNFT := func() {}
 	var err error

@@ -20,14 +20,17 @@ func (b *Blocker) flushBatch() {
 	}
 	b.batch = nil
 	clear(b.inBatch)
-	var blocks []*pending
+	var blocks, acts []*pending
 	for _, p := range batch {
 		if p.ev.Kind == event.KindBlock {
 			blocks = append(blocks, p)
 		}
+		if p.ev.Kind != event.KindAlert {
+			acts = append(acts, p)
+		}
 	}
 	if b.cfg.RunCmdFirst {
-		b.runCmds(batch)
+		b.runCmds(acts)
 	}
 	// The nftables set first: one netlink batch, no fork, no file to
 	// rewrite, it shuts the door in well under a millisecond, while a
@@ -36,9 +39,9 @@ func (b *Blocker) flushBatch() {
 	b.applyHostsDeny(blocks)
 	b.applyRoutes(blocks)
 	if !b.cfg.RunCmdFirst {
-		b.runCmds(batch)
+		b.runCmds(acts)
 	}
-	b.remember(blocks)
+	b.remember(batch)
 }
 
 func (b *Blocker) run(ctx context.Context, c *command.Command, p *pending, action string) bool {
@@ -111,8 +114,16 @@ func (b *Blocker) runCmds(batch []*pending) {
 	}
 }
 
-// blockedElsewhere reports whether another mode already blocks the host.
-func (b *Blocker) blockedElsewhere(addr netip.Addr) bool { return b.modes[addr] > 0 }
+// blockedElsewhere reports whether a block of another mode is in place for
+// the host (a run or an alert has nothing in place).
+func (b *Blocker) blockedElsewhere(addr netip.Addr) bool {
+	for _, m := range event.Modes {
+		if e := b.state[key{addr, m}]; e != nil && e.kind == event.KindBlock {
+			return true
+		}
+	}
+	return false
+}
 
 func (b *Blocker) applyHostsDeny(blocks []*pending) {
 	hd := b.cfg.HostsDeny
@@ -196,7 +207,7 @@ func (b *Blocker) routedElsewhere(addr netip.Addr) bool {
 // (zero with ok: one never ends).
 func (b *Blocker) longestEnd(addr netip.Addr) (end time.Time, any bool) {
 	for _, m := range event.Modes {
-		if e := b.state[key{addr, m}]; e != nil {
+		if e := b.state[key{addr, m}]; e != nil && e.kind == event.KindBlock {
 			if !any || e.until.IsZero() || (!end.IsZero() && e.until.After(end)) {
 				end = e.until
 			}
@@ -280,24 +291,26 @@ func untilText(until time.Time) string {
 	return " until " + until.UTC().Format(time.RFC3339)
 }
 
-// remember records the blocks that took and writes the blocked, history
-// and until files, one append each per batch.
-func (b *Blocker) remember(blocks []*pending) {
+// remember records the decisions that took (a block with some action
+// done, a run whose command worked, every alert) and writes the blocked,
+// history and until files, one append each per batch: with BLOCK_x 0 or 2
+// too, as 1.2 did, for fail2ban reads HISTORY_FILE.
+func (b *Blocker) remember(batch []*pending) {
 	byMode := map[event.Mode][]blockfile.Line{}
 	var hist []blockfile.Line
 	var ends []endLine
 	now := b.cfg.Now()
-	for _, p := range blocks {
+	for _, p := range batch {
 		if !p.ok {
 			continue
 		}
 		if !b.cfg.DryRun {
-			b.record(p.k, &entry{until: p.ev.Until, port: p.ev.Port, routed: p.routed})
+			b.record(p.k, &entry{until: p.ev.Until, port: p.ev.Port, kind: p.ev.Kind, routed: p.routed})
 		}
 		l := blockfile.Line{Time: now.Local(), Addr: p.k.addr, Port: p.ev.Port, Proto: p.k.mode.Proto().Upper()}
 		byMode[p.k.mode] = append(byMode[p.k.mode], l)
 		hist = append(hist, l)
-		ends = append(ends, endLine{k: p.k, until: p.ev.Until})
+		ends = append(ends, endLine{k: p.k, until: p.ev.Until, kind: p.ev.Kind})
 	}
 	if b.cfg.DryRun || len(hist) == 0 {
 		return
@@ -342,9 +355,6 @@ func (b *Blocker) lift(keys []key, why string) {
 		}
 		live = append(live, liftee{k, e})
 		delete(b.state, k)
-		if b.modes[k.addr]--; b.modes[k.addr] <= 0 {
-			delete(b.modes, k.addr)
-		}
 	}
 	if b.cfg.BlockedFile != "" {
 		byMode := map[event.Mode][]netip.Addr{}
@@ -359,6 +369,11 @@ func (b *Blocker) lift(keys []key, why string) {
 	}
 	var gone []liftee // no longer blocked in any mode
 	for _, l := range live {
+		if l.e.kind != event.KindBlock {
+			b.cfg.Log.Attack("Host %s: record of the %s in mode %s ended (%s)", l.k.addr, l.e.kind, l.k.mode, why)
+			b.result(l.k.addr, l.k.mode, ActionBlock, true, "record of the %s ended (%s); the next decision for the host acts again", l.e.kind, why)
+			continue
+		}
 		if b.blockedElsewhere(l.k.addr) {
 			b.cfg.Log.Attack("Host %s: block in mode %s lifted (%s); still blocked in another mode", l.k.addr, l.k.mode, why)
 			b.result(l.k.addr, l.k.mode, ActionBlock, true, "lifted (%s); still blocked in another mode", why)

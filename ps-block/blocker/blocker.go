@@ -89,6 +89,10 @@ type Config struct {
 	// file that keeps each block's end across restarts. "" disables both.
 	BlockedFile string
 	HistoryFile string
+	// KindOf is what BLOCK_TCP/BLOCK_UDP make of a mode's decisions
+	// (KindAlert, KindBlock or KindRun); restore uses it for a blocked-file
+	// line that has no record of its own (1.2's). nil: KindBlock.
+	KindOf func(event.Mode) event.Kind
 	Rate        float64 // new blocks per second; 0: unlimited
 	Burst       int
 	DryRun      bool
@@ -101,16 +105,27 @@ type Config struct {
 	OutFailed func(error)
 }
 
+func (c Config) kindOf(m event.Mode) event.Kind {
+	if c.KindOf == nil {
+		return event.KindBlock
+	}
+	return c.KindOf(m)
+}
+
 type key struct {
 	addr netip.Addr
 	mode event.Mode
 }
 
-// entry is one applied block.
+// entry is one decision carried out and remembered, once per host and
+// mode as 1.2's blocked file ensured: a block, a run (KILL_RUN_CMD alone,
+// BLOCK_x=2) or an alert (BLOCK_x=0, recorded only). Only a block has
+// anything in place to undo when it ends.
 type entry struct {
-	until  time.Time // zero: never ends
-	port   uint16    // for $PORT$ in KILL_UNROUTE
-	routed bool      // KILL_ROUTE succeeded, so KILL_UNROUTE undoes it
+	until  time.Time  // zero: never ends
+	port   uint16     // for $PORT$ in KILL_UNROUTE
+	kind   event.Kind // KindBlock, KindRun or KindAlert
+	routed bool       // KILL_ROUTE succeeded, so KILL_UNROUTE undoes it
 }
 
 // pending is a decision waiting in the batch.
@@ -129,7 +144,6 @@ type Blocker struct {
 	cfg      Config
 	mu       sync.Mutex
 	state    map[key]*entry
-	modes    map[netip.Addr]int // how many modes block each host
 	batch    []*pending
 	inBatch  map[key]bool
 	lifts    liftHeap
@@ -157,7 +171,6 @@ func New(cfg Config) *Blocker {
 	return &Blocker{
 		cfg:     cfg,
 		state:   map[key]*entry{},
-		modes:   map[netip.Addr]int{},
 		inBatch: map[key]bool{},
 		bucket:  ratelimit.New(cfg.Rate, cfg.Burst, cfg.Now()),
 	}
@@ -193,10 +206,11 @@ func (b *Blocker) Line(origin string, n int, data []byte, err error) {
 		return
 	}
 	switch ev.Kind {
-	case event.KindAlert:
-		b.cfg.Log.AttackLimited("Host %s probed %s port %d in mode %s (%d hits): alert only, no action",
-			ev.Target, ev.Proto.Upper(), ev.Port, ev.Mode, ev.Hits)
-	case event.KindBlock, event.KindRun:
+	case event.KindAlert, event.KindBlock, event.KindRun:
+		if ev.Kind == event.KindAlert {
+			b.cfg.Log.AttackLimited("Host %s probed %s port %d in mode %s (%d hits): alert only, no action",
+				ev.Target, ev.Proto.Upper(), ev.Port, ev.Mode, ev.Hits)
+		}
 		b.decide(&ev)
 		if len(b.batch) >= maxBatch {
 			b.flushBatch()
@@ -265,18 +279,23 @@ func (b *Blocker) decide(ev *event.Event) {
 		return
 	}
 	k := key{addr, mode}
-	if ev.Kind == event.KindBlock {
-		if b.state[k] != nil || b.inBatch[k] {
-			b.cfg.Log.AttackLimited("Host: %s is already blocked in mode %s. Ignoring", addr, mode)
-			b.result(addr, mode, ActionBlock, true, "already blocked in mode %s: nothing done", mode)
-			return
-		}
-		if !b.anyBlockAction() {
-			b.result(addr, mode, ActionBlock, false, "no blocking action is configured (NFT_BLOCK, KILL_HOSTS_DENY, KILL_ROUTE, KILL_RUN_CMD)")
-			return
-		}
+	if b.state[k] != nil || b.inBatch[k] {
+		b.already(k, ev.Kind)
+		return
+	}
+	if ev.Kind == event.KindBlock && !b.anyBlockAction() {
+		b.result(addr, mode, ActionBlock, false, "no blocking action is configured (NFT_BLOCK, KILL_HOSTS_DENY, KILL_ROUTE, KILL_RUN_CMD)")
+		return
 	}
 	p := &pending{ev: *ev, vars: vars, k: k}
+	if ev.Kind == event.KindAlert {
+		// An alert changes nothing but the records, as 1.2 wrote them
+		// (BLOCKED_FILE, HISTORY_FILE): it does not wait for the rate limit.
+		p.started, p.ok = true, true
+		b.inBatch[k] = true
+		b.batch = append(b.batch, p)
+		return
+	}
 	if dropped := b.waiting.push(p); dropped != nil {
 		b.dropped++
 		b.result(dropped.k.addr, dropped.k.mode, ActionBlock, false, "dropped: more decisions wait for the rate limit (BLOCK_RATE) than it keeps")
@@ -297,7 +316,7 @@ func (b *Blocker) release(now time.Time) {
 		if p == nil {
 			return
 		}
-		if p.ev.Kind == event.KindBlock && (b.state[p.k] != nil || b.inBatch[p.k]) {
+		if b.state[p.k] != nil || b.inBatch[p.k] {
 			b.waiting.pop()
 			continue
 		}
@@ -311,10 +330,23 @@ func (b *Blocker) release(now time.Time) {
 		}
 		b.waiting.pop()
 		p.started = true
-		if p.ev.Kind == event.KindBlock {
-			b.inBatch[p.k] = true
-		}
+		b.inBatch[p.k] = true
 		b.batch = append(b.batch, p)
+	}
+}
+
+// already settles a decision for a host and mode ps-block has carried out
+// and still remembers: once per host and mode, across restarts, so a
+// repeated line, a writer resending what it sent, or ps-judge forgetting
+// the host never runs an action twice.
+func (b *Blocker) already(k key, kind event.Kind) {
+	switch kind {
+	case event.KindBlock:
+		b.cfg.Log.AttackLimited("Host: %s is already blocked in mode %s. Ignoring", k.addr, k.mode)
+		b.result(k.addr, k.mode, ActionBlock, true, "already blocked in mode %s: nothing done", k.mode)
+	case event.KindRun:
+		b.cfg.Log.AttackLimited("Host: %s: KILL_RUN_CMD already ran in mode %s. Ignoring", k.addr, k.mode)
+		b.result(k.addr, k.mode, ActionRun, true, "KILL_RUN_CMD already ran for %s in mode %s: not run again", k.addr, k.mode)
 	}
 }
 
@@ -374,9 +406,6 @@ func (h *liftHeap) Pop() any {
 
 // record keeps an applied block and schedules its end.
 func (b *Blocker) record(k key, e *entry) {
-	if b.state[k] == nil {
-		b.modes[k.addr]++
-	}
 	b.state[k] = e
 	if !e.until.IsZero() {
 		heap.Push(&b.lifts, liftItem{at: e.until, k: k})

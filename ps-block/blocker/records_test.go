@@ -1,14 +1,21 @@
 package blocker
 
 import (
+	"bytes"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/portsentry/pipeline/ps-block/command"
+	"github.com/portsentry/pipeline/shared/event"
+	"github.com/portsentry/pipeline/shared/transport"
 )
 
 // logBook keeps the administrator's log lines.
@@ -94,5 +101,117 @@ func TestRecordForeignOwnerRefused(t *testing.T) {
 	}
 	if !log.has("owned by uid 65534") {
 		t.Errorf("not reported: %q", log.lines)
+	}
+}
+
+func decision(kind, target, mode string, port int) string {
+	return strings.Replace(block(target, mode, port, ""), `"block"`, `"`+kind+`"`, 1)
+}
+
+// restart gives a new Blocker on r's files, as ps-block started again, with
+// the kernel set emptied (a reboot); the hosts.deny fake is kept.
+func (r *rig) restart(mod func(*Config)) *rig {
+	c := &calls{}
+	r2 := &rig{c: c, out: &bytes.Buffer{}, now: r.now, dir: r.dir}
+	cfg := r.b.cfg
+	cfg.NFT = &fakeNFT{c: c, set: map[netip.Addr]time.Time{}}
+	if hd, ok := cfg.HostsDeny.(*fakeHD); ok {
+		cfg.HostsDeny = &fakeHD{c: c, hosts: hd.hosts}
+	}
+	cfg.Runner = fakeRunner{c, &sync.Mutex{}}
+	cfg.Now = func() time.Time { return r2.now }
+	cfg.Out = transport.NewWriter(r2.out)
+	if mod != nil {
+		mod(&cfg)
+	}
+	r2.b = New(cfg)
+	r2.b.Restore()
+	return r2
+}
+
+// A run decision (BLOCK_x=2) runs KILL_RUN_CMD once per host and mode: not
+// again for a repeated line, nor after a restart when ps-judge, which
+// forgot the host, decides again. A command that failed is not remembered,
+// so the next decision tries again.
+func TestRunOnce(t *testing.T) {
+	r := newRig(t, nil)
+	run := decision("run", "198.18.0.1", "udp", 53)
+	r.feed(run, run)
+	r.feed(run)
+	if want := []string{"exec runcmd 198.18.0.1 53 udp"}; !slices.Equal(*r.c, want) {
+		t.Fatalf("calls %q, want %q", *r.c, want)
+	}
+	got := r.results(t)
+	already := 0
+	for _, g := range got {
+		if strings.HasPrefix(g, "run true 198.18.0.1 udp: KILL_RUN_CMD already ran") {
+			already++
+		}
+	}
+	if len(got) != 3 || already != 2 {
+		t.Errorf("results %q, want one run and two saying it already ran", got)
+	}
+	r2 := r.restart(nil)
+	if len(*r2.c) != 0 {
+		t.Errorf("restore acted on a run record: %q", *r2.c)
+	}
+	r2.feed(run, decision("run", "198.18.0.1", "sudp", 53))
+	if want := []string{"exec runcmd 198.18.0.1 53 sudp"}; !slices.Equal(*r2.c, want) {
+		t.Errorf("after a restart, calls %q, want %q", *r2.c, want)
+	}
+	hist, _ := os.ReadFile(r.b.cfg.HistoryFile)
+	if n := strings.Count(string(hist), "Host: 198.18.0.1/198.18.0.1 Port: 53 UDP Blocked\n"); n != 2 {
+		t.Errorf("history has %d lines for the two runs:\n%s", n, hist)
+	}
+
+	failing := newRig(t, func(c *Config) {
+		c.RunCmd, _ = command.Parse("KILL_RUN_CMD", "fail $TARGET$")
+	})
+	failing.feed(run)
+	failing.feed(run)
+	if len(*failing.c) != 2 {
+		t.Errorf("a failed KILL_RUN_CMD was remembered: %q", *failing.c)
+	}
+}
+
+// With BLOCK_x=0 (Debian's shipped setting) an alert changes nothing on
+// the system but is written to BLOCKED_FILE and HISTORY_FILE as 1.2 did,
+// once per host and mode; restored, it is still nothing to re-apply. A 1.2
+// blocked file without records of its own is read by BLOCK_TCP/BLOCK_UDP.
+func TestAlertRecorded(t *testing.T) {
+	r := newRig(t, nil)
+	alert := decision("alert", "198.18.0.1", "tcp", 23)
+	r.feed(alert)
+	r.feed(alert)
+	if len(*r.c) != 0 {
+		t.Errorf("an alert acted: %q", *r.c)
+	}
+	blocked, _ := os.ReadFile(r.b.cfg.BlockedFile + ".tcp")
+	hist, _ := os.ReadFile(r.b.cfg.HistoryFile)
+	const line = "Host: 198.18.0.1/198.18.0.1 Port: 23 TCP Blocked\n"
+	if strings.Count(string(blocked), line) != 1 || strings.Count(string(hist), line) != 1 {
+		t.Errorf("blocked file %q, history %q: want the line once each", blocked, hist)
+	}
+	r2 := r.restart(nil)
+	r2.feed(alert)
+	if len(*r2.c) != 0 {
+		t.Errorf("a restored alert acted: %q", *r2.c)
+	}
+	if hist, _ := os.ReadFile(r.b.cfg.HistoryFile); strings.Count(string(hist), line) != 1 {
+		t.Errorf("history after a restart: %q", hist)
+	}
+
+	// 1.2's own file, no .until beside it.
+	dir := t.TempDir()
+	base := filepath.Join(dir, "portsentry.blocked")
+	if err := os.WriteFile(base+".tcp", []byte("1795613385 - 11/24/2026 14:29:45 Host: 198.18.0.7/198.18.0.7 Port: 21 TCP Blocked\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r3 := newRig(t, func(c *Config) {
+		c.BlockedFile = base
+		c.KindOf = func(event.Mode) event.Kind { return event.KindAlert }
+	})
+	if len(*r3.c) != 0 {
+		t.Errorf("a 1.2 file written with BLOCK_TCP=0 was restored as blocks: %q", *r3.c)
 	}
 }

@@ -16,15 +16,17 @@ import (
 	"github.com/portsentry/pipeline/shared/event"
 )
 
-// untilSuffix names the file beside BLOCKED_FILE that keeps when each block
-// ends: 1.2's blocked-file line has no room for it, and fail2ban must keep
-// reading that line unchanged. Each line is "ADDRESS MODE END", END being
-// RFC 3339 or "never"; the last line for a host and mode counts.
+// untilSuffix names the file beside BLOCKED_FILE that keeps when each
+// record ends and what it was: 1.2's blocked-file line has no room for
+// either, and fail2ban must keep reading that line unchanged. Each line is
+// "ADDRESS MODE END [KIND]", END being RFC 3339 or "never", KIND "run" or
+// "alert" (absent: a block); the last line for a host and mode counts.
 const untilSuffix = ".until"
 
 type endLine struct {
 	k     key
 	until time.Time
+	kind  event.Kind
 }
 
 func (l endLine) String() string {
@@ -32,7 +34,11 @@ func (l endLine) String() string {
 	if !l.until.IsZero() {
 		end = l.until.UTC().Format(time.RFC3339Nano)
 	}
-	return l.k.addr.String() + " " + l.k.mode.String() + " " + end
+	s := l.k.addr.String() + " " + l.k.mode.String() + " " + end
+	if l.kind != event.KindBlock {
+		s += " " + l.kind.String()
+	}
+	return s
 }
 
 func appendEnds(path string, ends []endLine) error {
@@ -49,22 +55,28 @@ func appendEnds(path string, ends []endLine) error {
 
 // loadEnds reads the until file; lines it cannot read are reported and
 // skipped (their blocks then count as never ending, as in 1.2).
-func loadEnds(path string, log Logger) (map[key]time.Time, error) {
+func loadEnds(path string, log Logger) (map[key]endLine, error) {
 	f, err := recfile.Open(path, os.O_RDONLY)
 	if errors.Is(err, fs.ErrNotExist) {
-		return map[key]time.Time{}, nil
+		return map[key]endLine{}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("blocker: %w", err)
 	}
 	defer f.Close()
-	ends := map[key]time.Time{}
+	ends := map[key]endLine{}
 	sc := bufio.NewScanner(f)
 	for n := 1; sc.Scan(); n++ {
 		fields := strings.Fields(sc.Text())
-		if len(fields) != 3 {
-			log.Admin("%s line %d: want ADDRESS MODE END (line skipped)", path, n)
+		if len(fields) != 3 && len(fields) != 4 {
+			log.Admin("%s line %d: want ADDRESS MODE END [KIND] (line skipped)", path, n)
 			continue
+		}
+		kind, kerr := event.KindBlock, error(nil)
+		if len(fields) == 4 {
+			if kind, kerr = event.ParseKind(fields[3]); kerr == nil && kind != event.KindRun && kind != event.KindAlert {
+				kerr = fmt.Errorf("kind %q: want run or alert", fields[3])
+			}
 		}
 		addr, aerr := netip.ParseAddr(fields[0])
 		mode, merr := event.ParseMode(fields[1])
@@ -73,11 +85,12 @@ func loadEnds(path string, log Logger) (map[key]time.Time, error) {
 		if fields[2] != "never" {
 			until, terr = time.Parse(time.RFC3339Nano, fields[2])
 		}
-		if err := errors.Join(aerr, merr, terr); err != nil {
+		if err := errors.Join(aerr, merr, terr, kerr); err != nil {
 			log.Admin("%s line %d: %v (line skipped)", path, n, err)
 			continue
 		}
-		ends[key{addr.Unmap(), mode}] = until
+		k := key{addr.Unmap(), mode}
+		ends[k] = endLine{k: k, until: until, kind: kind}
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("blocker: read %s: %w", path, err)
@@ -90,7 +103,7 @@ func loadEnds(path string, log Logger) (map[key]time.Time, error) {
 func (b *Blocker) rewriteEnds(path string) error {
 	var sb strings.Builder
 	for k, e := range b.state {
-		sb.WriteString(endLine{k: k, until: e.until}.String())
+		sb.WriteString(endLine{k: k, until: e.until, kind: e.kind}.String())
 		sb.WriteByte('\n')
 	}
 	if err := recfile.Replace(path, []byte(sb.String())); err != nil {
@@ -153,19 +166,26 @@ func (b *Blocker) Restore() {
 				b.cfg.Log.Admin("%s: %v (line skipped)", path, err)
 				continue
 			}
-			until := ends[k]
+			end, ok := ends[k]
+			if !ok {
+				// A line with no record of its own (a 1.2 file): what
+				// BLOCK_TCP/BLOCK_UDP make of the mode says what it was.
+				end.kind = b.cfg.kindOf(m)
+			}
+			until := end.until
 			// Routes are not visible to ps-block; a restored block counts
 			// as routed so that its end runs KILL_UNROUTE.
-			b.record(k, &entry{until: until, port: l.Port, routed: b.cfg.Route != nil})
-			p := &pending{ev: event.Event{Kind: event.KindBlock, Target: k.addr, Mode: m, Port: l.Port, Until: until}, vars: vars, k: k}
-			if !until.IsZero() && !until.After(now) {
+			b.record(k, &entry{until: until, port: l.Port, kind: end.kind, routed: end.kind == event.KindBlock && b.cfg.Route != nil})
+			p := &pending{ev: event.Event{Kind: end.kind, Target: k.addr, Mode: m, Port: l.Port, Until: until}, vars: vars, k: k}
+			switch {
+			case !until.IsZero() && !until.After(now):
 				ended = append(ended, p)
-			} else {
+			case end.kind == event.KindBlock:
 				reapply = append(reapply, p)
 			}
 		}
 	}
-	b.cfg.Log.Admin("restored %d block(s) from %s.<mode>", len(b.state), b.cfg.BlockedFile)
+	b.cfg.Log.Admin("restored %d record(s) (blocks, runs, alerts) from %s.<mode>", len(b.state), b.cfg.BlockedFile)
 	b.reapply(reapply, inKernel)
 	keys := make([]key, len(ended))
 	for i, p := range ended {
