@@ -93,13 +93,13 @@ type Config struct {
 	// (KindAlert, KindBlock or KindRun); restore uses it for a blocked-file
 	// line that has no record of its own (1.2's). nil: KindBlock.
 	KindOf func(event.Mode) event.Kind
-	Rate        float64 // new blocks per second; 0: unlimited
-	Burst       int
-	DryRun      bool
-	Now         func() time.Time
-	Refuse      func(netip.Addr) string // why an address must not be blocked, or ""
-	Log         Logger
-	Out         Sink
+	Rate   float64 // new blocks per second; 0: unlimited
+	Burst  int
+	DryRun bool
+	Now    func() time.Time
+	Refuse func(netip.Addr) string // why an address must not be blocked, or ""
+	Log    Logger
+	Out    Sink
 	// OutFailed hears of the first error writing result lines (the next
 	// stage has gone); the program then stops, as every stage does.
 	OutFailed func(error)
