@@ -3,6 +3,17 @@
 // themselves, so replaying a captured log gives the same decisions every
 // time. Model is the seam for judging models; Trigger is PortSentry 1.2's
 // SCAN_TRIGGER.
+//
+// Hits need not come in time order: several sensors write to one judge,
+// and a merged or captured log may be out of order. Trigger's rule for
+// this: a host's count covers a window of event time, from the earliest to
+// the latest hit counted; a hit more than IdleTimeout before that window or
+// after it starts the count afresh (the gap is a distance, never
+// negative), any other hit counts wherever it falls. So two hits further
+// apart than IdleTimeout never count together, in either order, and hits
+// closer together always do. A decision holds for every later hit before
+// its until, whatever that hit's time. Times are bounded by the event
+// lines (1970 to 2200), so no arithmetic here overflows.
 package judge
 
 import (
@@ -79,9 +90,11 @@ func keyOf(a netip.Addr, m event.Mode) key { return key{a.As16(), m} }
 // host is one remembered (address, mode). Hosts live in one slice linked in
 // least-recently-seen order, so memory is one allocation for MaxHosts.
 type host struct {
-	key      key
-	lastSeen int64 // unix nanoseconds of the latest hit
-	decided  bool
+	key key
+	// The window of the hits counted, unix nanoseconds; last also moves
+	// on with the hits of a decided host, for Expire.
+	first, last int64
+	decided     bool
 	until    int64    // unix nanoseconds; 0: the decision never ends
 	ports    []uint16 // distinct ports counted, at most ScanTrigger+1
 	// After the decision: the ports touched since, as a 64-bit set of port
@@ -133,19 +146,20 @@ func (t *Trigger) Observe(h *event.Event, v *Verdict) {
 		t.pushFront(i)
 	}
 	e := &t.hosts[i]
-	// Forget what has lapsed: an ended decision, or a count idle too long.
+	// Forget what has lapsed: an ended decision, or a count whose window
+	// is more than the idle timeout away from this hit, on either side.
 	if e.decided && e.until != 0 && now >= e.until {
 		e.decided, e.ports = false, e.ports[:0]
 	}
-	if !e.decided && e.lastSeen != 0 && now-e.lastSeen > int64(t.s.IdleTimeout) {
-		e.ports = e.ports[:0]
-	}
-	if now > e.lastSeen {
-		e.lastSeen = now
-	}
 	if e.decided {
+		e.last = max(e.last, now)
 		t.afterDecision(e, h, v)
 		return
+	}
+	if idle := int64(t.s.IdleTimeout); len(e.ports) == 0 || e.first-now > idle || now-e.last > idle {
+		e.ports, e.first, e.last = e.ports[:0], now, now
+	} else {
+		e.first, e.last = min(e.first, now), max(e.last, now)
 	}
 	for _, p := range e.ports {
 		if p == h.Dport {
@@ -162,7 +176,12 @@ func (t *Trigger) Observe(h *event.Event, v *Verdict) {
 	e.after, e.escalations = 0, 0
 	e.until = 0
 	if t.s.BlockDuration > 0 {
-		e.until = h.Time.Add(t.s.BlockDuration).UnixNano()
+		// Event times end before 2200: a longer block ends then.
+		end := h.Time.Add(t.s.BlockDuration)
+		if !end.Before(event.MaxTime) {
+			end = event.MaxTime.Add(-time.Second)
+		}
+		e.until = end.UnixNano()
 	}
 	*v = Verdict{Outcome: Tripped, Hits: len(e.ports), Decision: t.decision(h, len(e.ports), e.until)}
 }
@@ -295,7 +314,7 @@ func (t *Trigger) Expire(now time.Time) {
 	n := now.UnixNano()
 	for t.tail >= 0 {
 		e := &t.hosts[t.tail]
-		if n-e.lastSeen <= int64(t.s.IdleTimeout) || e.decided && (e.until == 0 || n < e.until) {
+		if n-e.last <= int64(t.s.IdleTimeout) || e.decided && (e.until == 0 || n < e.until) {
 			return
 		}
 		t.remove(t.tail)

@@ -73,9 +73,15 @@ func TestTrigger(t *testing.T) {
 			{hit(a, event.ModeTCP, 1, 0), Tripped, event.KindAlert},
 			{hit(a, event.ModeAUDP, 1, 0), Tripped, event.KindRun},
 		}},
-		{"events out of order do not confuse idleness", with(func(s *Settings) { s.ScanTrigger = 1 }), []step{
+		{"a hit long before the count starts it afresh, as one long after does", with(func(s *Settings) { s.ScanTrigger = 1 }), []step{
 			{hit(a, event.ModeATCP, 1, 2*time.Hour), Counted, 0},
-			{hit(a, event.ModeATCP, 2, 0), Tripped, event.KindBlock},
+			{hit(a, event.ModeATCP, 2, 0), Counted, 0},
+			{hit(a, event.ModeATCP, 3, 2*time.Hour), Counted, 0},
+		}},
+		{"a hit a little out of order counts", with(func(s *Settings) { s.ScanTrigger = 2 }), []step{
+			{hit(a, event.ModeATCP, 1, 30*time.Minute), Counted, 0},
+			{hit(a, event.ModeATCP, 2, 0), Counted, 0},
+			{hit(a, event.ModeATCP, 3, 80*time.Minute), Tripped, event.KindBlock}, // within an hour of the window's end
 		}},
 	}
 	for _, tt := range tests {
@@ -187,6 +193,49 @@ func TestBoundedTable(t *testing.T) {
 	tr.Observe(recent, &v)
 	if v.Outcome != Tripped {
 		t.Fatalf("the most recent host was forgotten: outcome %d", v.Outcome)
+	}
+}
+
+// TestOrderDoesNotMatter: the same two hits decide the same in either
+// order, whatever their gap (issue 11: seven hours apart, they decided
+// nothing in time order and blocked when swapped).
+func TestOrderDoesNotMatter(t *testing.T) {
+	for _, idle := range []time.Duration{time.Hour, 6 * time.Hour} {
+		for _, gap := range []time.Duration{0, time.Second, 59 * time.Minute, time.Hour, 61 * time.Minute, 6 * time.Hour, 7 * time.Hour, 1000 * time.Hour} {
+			decide := func(first, second time.Duration) []Outcome {
+				tr := NewTrigger(Settings{ScanTrigger: 1, BlockTCP: 1, IdleTimeout: idle, MaxHosts: 10})
+				var v Verdict
+				var out []Outcome
+				for i, at := range []time.Duration{first, second} {
+					tr.Observe(hit("198.18.0.1", event.ModeATCP, uint16(21+i), at), &v)
+					out = append(out, v.Outcome)
+				}
+				return out
+			}
+			inOrder, swapped := decide(0, gap), decide(gap, 0)
+			if inOrder[1] != swapped[1] {
+				t.Errorf("idle %v, hits %v apart: %v in time order, %v swapped", idle, gap, inOrder, swapped)
+			}
+			if want := map[bool]Outcome{true: Tripped, false: Counted}[gap <= idle]; inOrder[1] != want {
+				t.Errorf("idle %v, hits %v apart: %v, want %v", idle, gap, inOrder, want)
+			}
+		}
+	}
+}
+
+// TestUntilBounded: however long BLOCK_DURATION, until stays a time an
+// event line may carry.
+func TestUntilBounded(t *testing.T) {
+	tr := NewTrigger(Settings{BlockTCP: 1, IdleTimeout: time.Hour, MaxHosts: 10, BlockDuration: 290 * 365 * 24 * time.Hour})
+	var v Verdict
+	h := hit("198.18.0.1", event.ModeATCP, 1, 0)
+	h.Time = time.Date(2199, 12, 31, 0, 0, 0, 0, time.UTC)
+	tr.Observe(h, &v)
+	if v.Outcome != Tripped || !v.Decision.Until.Before(event.MaxTime) || v.Decision.Until.Before(h.Time) {
+		t.Fatalf("verdict %+v", v)
+	}
+	if _, err := event.Decode(event.Encode(&v.Decision)); err != nil {
+		t.Fatalf("decision does not decode: %v", err)
 	}
 }
 
