@@ -13,6 +13,7 @@ import (
 
 	"github.com/portsentry/pipeline/ps-block/blocker"
 	"github.com/portsentry/pipeline/ps-block/command"
+	"github.com/portsentry/pipeline/ps-block/gate"
 	"github.com/portsentry/pipeline/ps-block/hostsdeny"
 	"github.com/portsentry/pipeline/ps-block/nft"
 	"github.com/portsentry/pipeline/shared/alert"
@@ -61,7 +62,8 @@ func run(c *cli.Context) error {
 	bc.Log = log
 	outFailed := make(chan error, 1)
 	bc.OutFailed = func(err error) { outFailed <- err }
-	bc.Refuse = func(a netip.Addr) string { return keeper.Current().Refuse(a) }
+	// The one gate of every act: it asks the guard in force at that moment.
+	bc.Gate = gate.New(func(a netip.Addr) string { return keeper.Current().Refuse(a) })
 	b := blocker.New(bc)
 	b.Restore()
 	log.Admin("PortSentry ps-block is active%s", map[bool]string{true: " (dry run: nothing will be changed)"}[dry])
@@ -156,15 +158,16 @@ func actions(cfg *config.Config, dry bool, log *alert.Logger) (blocker.Config, f
 	for _, c := range []struct {
 		key, val string
 		dst      **command.Command
+		parse    func(key, s string) (*command.Command, error)
 	}{
-		{"KILL_ROUTE", cfg.KillRoute, &bc.Route},
-		{"KILL_UNROUTE", cfg.KillUnroute, &bc.Unroute},
-		{"KILL_RUN_CMD", cfg.KillRunCmd, &bc.RunCmd},
+		{"KILL_ROUTE", cfg.KillRoute, &bc.Route, command.Parse},
+		{"KILL_UNROUTE", cfg.KillUnroute, &bc.Unroute, command.ParseUndo},
+		{"KILL_RUN_CMD", cfg.KillRunCmd, &bc.RunCmd, command.Parse},
 	} {
 		if c.val == "" {
 			continue
 		}
-		if *c.dst, err = command.Parse(c.key, c.val); err != nil {
+		if *c.dst, err = c.parse(c.key, c.val); err != nil {
 			return bc, closeNFT, cfg.KeyError(c.key, err)
 		}
 	}

@@ -8,20 +8,29 @@ import (
 
 	"github.com/portsentry/pipeline/ps-block/blockfile"
 	"github.com/portsentry/pipeline/ps-block/command"
+	"github.com/portsentry/pipeline/ps-block/gate"
 	"github.com/portsentry/pipeline/ps-block/macro"
 	"github.com/portsentry/pipeline/shared/event"
 )
 
-// flushBatch carries out the queued decisions phase by phase.
+// flushBatch asks the gate about each queued decision, now, and carries
+// out those it admits phase by phase.
 func (b *Blocker) flushBatch() {
-	batch := b.batch
-	if len(batch) == 0 {
+	queued := b.batch
+	if len(queued) == 0 {
 		return
 	}
 	b.batch = nil
 	clear(b.inBatch)
-	var blocks, acts []*pending
-	for _, p := range batch {
+	var batch, blocks, acts []*pending
+	for _, p := range queued {
+		pass, err := b.gate.Admit(p.k.addr, p.ev.Port, p.k.mode, p.origin)
+		if err != nil {
+			b.refused(p.slot, p.k.addr, p.k.mode, p.origin, err)
+			continue
+		}
+		p.pass = pass
+		batch = append(batch, p)
 		if p.ev.Kind == event.KindBlock {
 			blocks = append(blocks, p)
 		}
@@ -44,22 +53,36 @@ func (b *Blocker) flushBatch() {
 	b.remember(batch)
 }
 
-func (b *Blocker) run(ctx context.Context, c *command.Command, p *pending, action string) bool {
-	if b.cfg.DryRun {
-		b.result(p.k.addr, p.k.mode, action, true, "would run %s: %q", c.Key(), c.Argv(p.vars))
-		return true
+// unmakeKernel takes out of the set a block the kernel fast path made and
+// the gate refused.
+func (b *Blocker) unmakeKernel(slot int, addr netip.Addr, mode event.Mode) {
+	n := b.cfg.NFT
+	switch {
+	case n == nil:
+	case b.cfg.DryRun:
+		b.emit(slot, addr, mode, ActionNFT, true, "would remove from set %s: the gate refused it", n.SetFor(addr))
+	default:
+		if _, err := n.Delete(addr); err != nil {
+			b.emit(slot, addr, mode, ActionNFT, false, "removing what the gate refused: %v", err)
+			return
+		}
+		b.emit(slot, addr, mode, ActionNFT, true, "removed from set %s: the gate refused it", n.SetFor(addr))
 	}
-	return b.report(c, p, action, b.cfg.Runner.Run(ctx, c.Argv(p.vars)))
 }
 
-// report writes the result of running c for p and says whether it worked.
-func (b *Blocker) report(c *command.Command, p *pending, action string, err error) bool {
+// report writes the result of running argv (c for p) and says whether it
+// worked.
+func (b *Blocker) report(c *command.Command, p *pending, action string, argv []string, err error) bool {
 	if err != nil {
 		b.cfg.Log.Attack("%s failed for host %s: %v", c.Key(), p.k.addr, err)
-		b.result(p.k.addr, p.k.mode, action, false, "%s: %v", c.Key(), err)
+		b.resultFor(p, action, false, "%s: %v", c.Key(), err)
 		return false
 	}
-	b.result(p.k.addr, p.k.mode, action, true, "ran %s: %q", c.Key(), c.Argv(p.vars))
+	verb := "ran"
+	if b.cfg.DryRun {
+		verb = "would run"
+	}
+	b.resultFor(p, action, true, "%s %s: %q", verb, c.Key(), argv)
 	return true
 }
 
@@ -72,25 +95,28 @@ const maxParallel = 16
 // each in ps's order; ok[i] says whether the command for ps[i] worked.
 func (b *Blocker) runAll(c *command.Command, ps []*pending, action string) (ok []bool) {
 	ok = make([]bool, len(ps))
-	if b.cfg.DryRun {
-		for i, p := range ps {
-			ok[i] = b.run(context.Background(), c, p, action)
-		}
-		return ok
-	}
+	argvs := make([][]string, len(ps))
 	errs := make([]error, len(ps))
-	slots := make(chan struct{}, maxParallel)
-	var wg sync.WaitGroup
 	for i, p := range ps {
-		slots <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-slots }()
-			errs[i] = b.cfg.Runner.Run(context.Background(), c.Argv(p.vars))
-		})
+		argvs[i], errs[i] = c.Argv(p.pass)
 	}
-	wg.Wait()
+	if !b.cfg.DryRun {
+		slots := make(chan struct{}, maxParallel)
+		var wg sync.WaitGroup
+		for i := range ps {
+			if errs[i] != nil {
+				continue
+			}
+			slots <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-slots }()
+				errs[i] = b.cfg.Runner.Run(context.Background(), argvs[i])
+			})
+		}
+		wg.Wait()
+	}
 	for i, p := range ps {
-		ok[i] = b.report(c, p, action, errs[i])
+		ok[i] = b.report(c, p, action, argvs[i], errs[i])
 	}
 	return ok
 }
@@ -100,7 +126,7 @@ func (b *Blocker) runCmds(batch []*pending) {
 	if b.cfg.RunCmd == nil {
 		for _, p := range batch {
 			if p.ev.Kind == event.KindRun {
-				b.result(p.k.addr, p.k.mode, ActionRun, false, "KILL_RUN_CMD is not set: nothing to run")
+				b.resultFor(p, ActionRun, false, "KILL_RUN_CMD is not set: nothing to run")
 			}
 		}
 		return
@@ -135,11 +161,12 @@ func (b *Blocker) applyHostsDeny(blocks []*pending) {
 		switch {
 		case hd.Has(p.k.addr):
 			p.ok = true
-			b.result(p.k.addr, p.k.mode, ActionHostsDeny, true, "already in %s", hd.Path())
+			b.resultFor(p, ActionHostsDeny, true, "already in %s", hd.Path())
 		case b.cfg.DryRun:
-			b.result(p.k.addr, p.k.mode, ActionHostsDeny, true, "would add %s to %s", p.k.addr, hd.Path())
+			p.ok = true
+			b.resultFor(p, ActionHostsDeny, true, "would add %s to %s", p.k.addr, hd.Path())
 		default:
-			hd.Add(p.vars)
+			hd.Add(p.pass)
 			queued = append(queued, p)
 		}
 	}
@@ -150,7 +177,7 @@ func (b *Blocker) applyHostsDeny(blocks []*pending) {
 	if err != nil {
 		b.cfg.Log.Admin("cannot add %d host(s) to %s: %v", len(queued), hd.Path(), err)
 		for _, p := range queued {
-			b.result(p.k.addr, p.k.mode, ActionHostsDeny, false, "%v", err)
+			b.resultFor(p, ActionHostsDeny, false, "%v", err)
 		}
 		return
 	}
@@ -162,9 +189,9 @@ func (b *Blocker) applyHostsDeny(blocks []*pending) {
 		p.ok = true
 		if fresh[p.k.addr] {
 			b.cfg.Log.Attack("Host %s has been blocked via wrappers in %s", p.k.addr, hd.Path())
-			b.result(p.k.addr, p.k.mode, ActionHostsDeny, true, "added to %s", hd.Path())
+			b.resultFor(p, ActionHostsDeny, true, "added to %s", hd.Path())
 		} else {
-			b.result(p.k.addr, p.k.mode, ActionHostsDeny, true, "already in %s (added by another writer)", hd.Path())
+			b.resultFor(p, ActionHostsDeny, true, "already in %s (added by another writer)", hd.Path())
 		}
 	}
 }
@@ -177,7 +204,7 @@ func (b *Blocker) applyRoutes(blocks []*pending) {
 	for _, p := range blocks {
 		if b.routedElsewhere(p.k.addr) {
 			p.ok, p.routed = true, true
-			b.result(p.k.addr, p.k.mode, ActionRoute, true, "already routed for another mode")
+			b.resultFor(p, ActionRoute, true, "already routed for another mode")
 			continue
 		}
 		todo = append(todo, p)
@@ -236,33 +263,39 @@ func (b *Blocker) applyNFT(blocks []*pending) {
 	if err := b.ensureNFT(); err != nil {
 		b.cfg.Log.Admin("nftables: %v", err)
 		for _, p := range blocks {
-			b.result(p.k.addr, p.k.mode, ActionNFT, false, "%v", err)
+			b.resultFor(p, ActionNFT, false, "%v", err)
 		}
 		return
 	}
 	var queued []*pending
 	for _, p := range blocks {
 		set, until := n.SetFor(p.k.addr), p.ev.Until
+		if p.origin == gate.Kernel {
+			p.ok = true
+			b.resultFor(p, ActionNFT, true, "added to set %s by the kernel fast path%s", set, untilText(until))
+			continue
+		}
 		if end, ok := b.longestEnd(p.k.addr); ok {
 			// The kernel element serves every mode: keep the longest end.
 			if end.IsZero() || (!until.IsZero() && !until.After(end)) {
 				p.ok = true
-				b.result(p.k.addr, p.k.mode, ActionNFT, true, "already in set %s", set)
+				b.resultFor(p, ActionNFT, true, "already in set %s", set)
 				continue
 			}
 			if !b.cfg.DryRun {
 				if _, err := n.Delete(p.k.addr); err != nil {
-					b.result(p.k.addr, p.k.mode, ActionNFT, false, "extending the block: %v", err)
+					b.resultFor(p, ActionNFT, false, "extending the block: %v", err)
 					continue
 				}
 			}
 		}
 		if b.cfg.DryRun {
-			b.result(p.k.addr, p.k.mode, ActionNFT, true, "would add to set %s%s", set, untilText(until))
+			p.ok = true
+			b.resultFor(p, ActionNFT, true, "would add to set %s%s", set, untilText(until))
 			continue
 		}
-		if err := n.Add(p.k.addr, until); err != nil {
-			b.result(p.k.addr, p.k.mode, ActionNFT, false, "%v", err)
+		if err := n.Add(p.pass, until); err != nil {
+			b.resultFor(p, ActionNFT, false, "%v", err)
 			continue
 		}
 		queued = append(queued, p)
@@ -273,14 +306,14 @@ func (b *Blocker) applyNFT(blocks []*pending) {
 	if err := n.Flush(); err != nil {
 		b.cfg.Log.Admin("nftables: %v", err)
 		for _, p := range queued {
-			b.result(p.k.addr, p.k.mode, ActionNFT, false, "%v", err)
+			b.resultFor(p, ActionNFT, false, "%v", err)
 		}
 		return
 	}
 	for _, p := range queued {
 		p.ok = true
 		b.cfg.Log.Attack("Host %s has been blocked via nftables set %s", p.k.addr, n.SetFor(p.k.addr))
-		b.result(p.k.addr, p.k.mode, ActionNFT, true, "added to set %s%s", n.SetFor(p.k.addr), untilText(p.ev.Until))
+		b.resultFor(p, ActionNFT, true, "added to set %s%s", n.SetFor(p.k.addr), untilText(p.ev.Until))
 	}
 }
 
@@ -304,9 +337,9 @@ func (b *Blocker) remember(batch []*pending) {
 		if !p.ok {
 			continue
 		}
-		if !b.cfg.DryRun {
-			b.record(p.k, &entry{until: p.ev.Until, port: p.ev.Port, kind: p.ev.Kind, routed: p.routed})
-		}
+		// A dry run remembers too, so that it says what a real run would
+		// of a repeat or an unblock; it writes no file.
+		b.record(p.k, &entry{until: p.ev.Until, port: p.ev.Port, kind: p.ev.Kind, routed: p.routed})
 		l := blockfile.Line{Time: now.Local(), Addr: p.k.addr, Port: p.ev.Port, Proto: p.k.mode.Proto().Upper()}
 		byMode[p.k.mode] = append(byMode[p.k.mode], l)
 		hist = append(hist, l)
@@ -345,18 +378,14 @@ func (b *Blocker) lift(keys []key, why string) {
 	var live []liftee
 	for _, k := range keys {
 		e := b.state[k]
-		switch {
-		case e == nil:
+		if e == nil {
 			b.result(k.addr, k.mode, ActionBlock, false, "%s: %s is not blocked in mode %s", why, k.addr, k.mode)
-			continue
-		case b.cfg.DryRun:
-			b.result(k.addr, k.mode, ActionBlock, true, "would lift (%s)", why)
 			continue
 		}
 		live = append(live, liftee{k, e})
 		delete(b.state, k)
 	}
-	if b.cfg.BlockedFile != "" {
+	if b.cfg.BlockedFile != "" && !b.cfg.DryRun {
 		byMode := map[event.Mode][]netip.Addr{}
 		for _, l := range live {
 			byMode[l.k.mode] = append(byMode[l.k.mode], l.k.addr)
@@ -367,19 +396,30 @@ func (b *Blocker) lift(keys []key, why string) {
 			}
 		}
 	}
-	var gone []liftee // no longer blocked in any mode
+	would := ""
+	if b.cfg.DryRun {
+		would = "would be "
+	}
+	var gone []liftee // no longer blocked in any mode, one per host
+	goneAddr := map[netip.Addr]bool{}
 	for _, l := range live {
 		if l.e.kind != event.KindBlock {
-			b.cfg.Log.Attack("Host %s: record of the %s in mode %s ended (%s)", l.k.addr, l.e.kind, l.k.mode, why)
-			b.result(l.k.addr, l.k.mode, ActionBlock, true, "record of the %s ended (%s); the next decision for the host acts again", l.e.kind, why)
+			b.cfg.Log.Attack("Host %s: record of the %s in mode %s %sended (%s)", l.k.addr, l.e.kind, l.k.mode, would, why)
+			b.result(l.k.addr, l.k.mode, ActionBlock, true, "record of the %s %sended (%s); the next decision for the host acts again", l.e.kind, would, why)
+			continue
+		}
+		if goneAddr[l.k.addr] {
+			// Its host-wide actions are undone with the host's other mode.
+			b.result(l.k.addr, l.k.mode, ActionBlock, true, "%slifted (%s) with its other modes", would, why)
 			continue
 		}
 		if b.blockedElsewhere(l.k.addr) {
-			b.cfg.Log.Attack("Host %s: block in mode %s lifted (%s); still blocked in another mode", l.k.addr, l.k.mode, why)
-			b.result(l.k.addr, l.k.mode, ActionBlock, true, "lifted (%s); still blocked in another mode", why)
+			b.cfg.Log.Attack("Host %s: block in mode %s %slifted (%s); still blocked in another mode", l.k.addr, l.k.mode, would, why)
+			b.result(l.k.addr, l.k.mode, ActionBlock, true, "%slifted (%s); still blocked in another mode", would, why)
 			continue
 		}
-		b.cfg.Log.Attack("Host %s: block lifted (%s)", l.k.addr, why)
+		b.cfg.Log.Attack("Host %s: block %slifted (%s)", l.k.addr, would, why)
+		goneAddr[l.k.addr] = true
 		gone = append(gone, l)
 	}
 	if hd := b.cfg.HostsDeny; hd != nil && len(gone) > 0 {
@@ -387,11 +427,18 @@ func (b *Blocker) lift(keys []key, why string) {
 		for i, l := range gone {
 			addrs[i] = l.k.addr
 		}
-		n, err := hd.Remove(addrs...)
+		var n int
+		var err error
+		if !b.cfg.DryRun {
+			n, err = hd.Remove(addrs...)
+		}
 		for _, l := range gone {
-			if err != nil {
+			switch {
+			case err != nil:
 				b.result(l.k.addr, l.k.mode, ActionHostsDeny, false, "lift (%s): %v", why, err)
-			} else {
+			case b.cfg.DryRun:
+				b.result(l.k.addr, l.k.mode, ActionHostsDeny, true, "would lift (%s): would remove its line from %s", why, hd.Path())
+			default:
 				b.result(l.k.addr, l.k.mode, ActionHostsDeny, true, "lifted (%s): removed from %s (%d line(s) for %d host(s))", why, hd.Path(), n, len(gone))
 			}
 		}
@@ -399,12 +446,13 @@ func (b *Blocker) lift(keys []key, why string) {
 	for _, l := range gone {
 		k := l.k
 		if l.e.routed && b.cfg.Unroute != nil {
-			// The values were checked when the block was applied or restored.
-			if vars, err := macro.NewVars(k.addr, l.e.port, k.mode.String()); err == nil {
-				b.run(context.Background(), b.cfg.Unroute, &pending{vars: vars, k: k}, ActionRoute)
-			}
+			b.unroute(k, l.e.port, why)
 		}
 		if n := b.cfg.NFT; n != nil {
+			if b.cfg.DryRun {
+				b.result(k.addr, k.mode, ActionNFT, true, "would lift (%s): would remove from set %s", why, n.SetFor(k.addr))
+				continue
+			}
 			present, err := n.Delete(k.addr)
 			switch {
 			case err != nil:
@@ -416,4 +464,30 @@ func (b *Blocker) lift(keys []key, why string) {
 			}
 		}
 	}
+}
+
+// unroute runs KILL_UNROUTE for a lifted block. Lifting needs no pass from
+// the gate: it can only make a host less blocked.
+func (b *Blocker) unroute(k key, port uint16, why string) {
+	c := b.cfg.Unroute
+	// The values were checked when the block was applied or restored.
+	vars, err := macro.NewVars(k.addr, port, k.mode.String())
+	var argv []string
+	if err == nil {
+		argv, err = c.UndoArgv(vars)
+	}
+	switch {
+	case err != nil:
+	case b.cfg.DryRun:
+		b.result(k.addr, k.mode, ActionRoute, true, "would lift (%s): would run %s: %q", why, c.Key(), argv)
+		return
+	default:
+		err = b.cfg.Runner.Run(context.Background(), argv)
+	}
+	if err != nil {
+		b.cfg.Log.Attack("%s failed for host %s: %v", c.Key(), k.addr, err)
+		b.result(k.addr, k.mode, ActionRoute, false, "lift (%s): %s: %v", why, c.Key(), err)
+		return
+	}
+	b.result(k.addr, k.mode, ActionRoute, true, "lifted (%s): ran %s: %q", why, c.Key(), argv)
 }

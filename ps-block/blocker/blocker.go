@@ -4,16 +4,23 @@
 // (across restarts, from its files and the kernel) and lifts blocks when
 // they end. Each action sits behind a narrow interface so tests fake them.
 //
+// Every act passes the gate (package gate) at the moment it is carried out:
+// a decision read now, one released from the rate-limit queue, a block
+// restored at start, one the kernel fast path made, one from the fleet
+// (Act). The actions take only the gate's Pass, so no other way exists.
+//
 // Decisions are gathered into a batch while input keeps coming and carried
 // out when it pauses (transport.Handler's Idle), so a flood costs one
 // hosts.deny rewrite and one netlink transaction per batch, while the order
 // of actions for each host stays 1.2's: KILL_RUN_CMD (if first),
-// hosts.deny, KILL_ROUTE, nftables, KILL_RUN_CMD (if last).
+// hosts.deny, KILL_ROUTE, nftables, KILL_RUN_CMD (if last). Results are
+// written in the order of the decisions, whatever the phases' order.
 package blocker
 
 import (
 	"cmp"
 	"container/heap"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -21,10 +28,11 @@ import (
 	"time"
 
 	"github.com/portsentry/pipeline/ps-block/command"
-	"github.com/portsentry/pipeline/ps-block/macro"
+	"github.com/portsentry/pipeline/ps-block/gate"
 	"github.com/portsentry/pipeline/ps-block/nft"
 	"github.com/portsentry/pipeline/ps-block/ratelimit"
 	"github.com/portsentry/pipeline/shared/event"
+	"github.com/portsentry/pipeline/shared/guard"
 )
 
 // Result actions beside the SPEC's hosts.deny, route, run and nft: "block"
@@ -45,7 +53,7 @@ const maxBatch = 4096
 // NFT is the nftables action (package nft).
 type NFT interface {
 	Ensure() error
-	Add(addr netip.Addr, until time.Time) error
+	Add(p gate.Pass, until time.Time) error
 	Flush() error
 	Delete(addr netip.Addr) (bool, error)
 	List() ([]nft.Element, error)
@@ -56,7 +64,7 @@ type NFT interface {
 type HostsDeny interface {
 	Load() error
 	Has(addr netip.Addr) bool
-	Add(v macro.Vars) bool
+	Add(p gate.Pass) bool
 	Flush() ([]netip.Addr, error)
 	Remove(addrs ...netip.Addr) (int, error)
 	Path() string
@@ -97,9 +105,12 @@ type Config struct {
 	Burst  int
 	DryRun bool
 	Now    func() time.Time
-	Refuse func(netip.Addr) string // why an address must not be blocked, or ""
-	Log    Logger
-	Out    Sink
+	// Gate is asked before every act (ps-block's asks keeper.Current());
+	// nil: a gate that refuses only what is never a host (loopback,
+	// multicast...), for tests.
+	Gate *gate.Gate
+	Log  Logger
+	Out  Sink
 	// OutFailed hears of the first error writing result lines (the next
 	// stage has gone); the program then stops, as every stage does.
 	OutFailed func(error)
@@ -131,8 +142,10 @@ type entry struct {
 // pending is a decision waiting in the batch.
 type pending struct {
 	started bool // left the waiting queue for the batch
+	origin  gate.Origin
+	pass    gate.Pass // the gate's, when the batch is carried out
+	slot    int       // where its results go (see slots); -1 while it waits
 	ev      event.Event
-	vars    macro.Vars
 	k       key
 	ok      bool // some blocking action succeeded
 	routed  bool
@@ -150,10 +163,12 @@ type Blocker struct {
 	bucket   *ratelimit.Bucket
 	nftReady bool
 	badLines uint64
-	line     []byte  // reused result buffer
-	outErr   error   // the first error writing results
-	waiting  waiting // decisions held back by the rate limit
-	held     uint64  // since the last TakeHeld
+	gate     *gate.Gate
+	slots    [][]byte // result lines not yet written, one slot per decision in order
+	cur      int      // the slot of the line being read, or -1
+	outErr   error    // the first error writing results
+	waiting  waiting  // decisions held back by the rate limit
+	held     uint64   // since the last TakeHeld
 	dropped  uint64
 }
 
@@ -162,8 +177,8 @@ func New(cfg Config) *Blocker {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.Refuse == nil {
-		cfg.Refuse = func(netip.Addr) string { return "" }
+	if cfg.Gate == nil {
+		cfg.Gate = gate.New((*guard.Set)(nil).Refuse)
 	}
 	if cfg.Runner == nil {
 		cfg.Runner = command.Exec{}
@@ -173,26 +188,74 @@ func New(cfg Config) *Blocker {
 		state:   map[key]*entry{},
 		inBatch: map[key]bool{},
 		bucket:  ratelimit.New(cfg.Rate, cfg.Burst, cfg.Now()),
+		gate:    cfg.Gate,
+		cur:     -1,
 	}
 }
 
-// result writes one result line.
-func (b *Blocker) result(addr netip.Addr, mode event.Mode, action string, ok bool, format string, args ...any) {
+// Result lines wait in slots, one per decision in the order the decisions
+// came (or left the rate-limit queue), and are written in that order once
+// the batch is carried out: the actions go phase by phase over the batch,
+// the results do not. A result that belongs to no decision (a lift when a
+// block ends) gets a slot of its own.
+func (b *Blocker) newSlot() int {
+	if n := len(b.slots); n < cap(b.slots) {
+		b.slots = b.slots[:n+1]
+		b.slots[n] = b.slots[n][:0]
+	} else {
+		b.slots = append(b.slots, nil)
+	}
+	return len(b.slots) - 1
+}
+
+// emit puts one result line into slot (-1: a slot of its own).
+func (b *Blocker) emit(slot int, addr netip.Addr, mode event.Mode, action string, ok bool, format string, args ...any) {
 	ev := event.Event{Kind: event.KindResult, Time: b.cfg.Now().UTC(), Target: addr, Mode: mode,
 		Action: action, OK: ok, Detail: fmt.Sprintf(format, args...)}
 	if b.cfg.DryRun && ok {
 		ev.Detail = "dry run: " + ev.Detail
 	}
-	b.line = event.Append(b.line[:0], &ev)
-	if err := b.cfg.Out.Write(b.line); err != nil {
-		b.outFailed(err)
+	if slot < 0 {
+		slot = b.newSlot()
 	}
+	b.slots[slot] = event.Append(b.slots[slot], &ev)
+}
+
+// result is a result of the line being read, or of no decision.
+func (b *Blocker) result(addr netip.Addr, mode event.Mode, action string, ok bool, format string, args ...any) {
+	b.emit(b.cur, addr, mode, action, ok, format, args...)
+}
+
+// resultFor is a result of the decision p.
+func (b *Blocker) resultFor(p *pending, action string, ok bool, format string, args ...any) {
+	b.emit(p.slot, p.k.addr, p.k.mode, action, ok, format, args...)
+}
+
+// settle carries out the batch and writes every result so far, in order.
+func (b *Blocker) settle() {
+	b.flushBatch()
+	for i, s := range b.slots {
+		if len(s) > 0 && b.outErr == nil {
+			if err := b.cfg.Out.Write(s); err != nil {
+				b.outFailed(err)
+			}
+		}
+		b.slots[i] = s[:0]
+	}
+	b.slots = b.slots[:0]
 }
 
 // Line implements transport.Handler: one input line.
 func (b *Blocker) Line(origin string, n int, data []byte, err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.cur = b.newSlot()
+	defer func() {
+		b.cur = -1
+		if len(b.batch) >= maxBatch || len(b.slots) >= maxBatch {
+			b.settle()
+		}
+	}()
 	var ev event.Event
 	if err == nil {
 		err = event.DecodeInto(&ev, data)
@@ -211,10 +274,7 @@ func (b *Blocker) Line(origin string, n int, data []byte, err error) {
 			b.cfg.Log.AttackLimited("Host %s probed %s port %d in mode %s (%d hits): alert only, no action",
 				ev.Target, ev.Proto.Upper(), ev.Port, ev.Mode, ev.Hits)
 		}
-		b.decide(&ev)
-		if len(b.batch) >= maxBatch {
-			b.flushBatch()
-		}
+		b.decide(&ev, gate.Decision)
 	case event.KindUnblock:
 		b.flushBatch() // a block queued before this line comes first
 		k := key{ev.Target.Unmap(), ev.Mode}
@@ -232,16 +292,45 @@ func (b *Blocker) Line(origin string, n int, data []byte, err error) {
 	}
 }
 
+// Act carries out decisions that did not come as input lines: from the
+// fleet (gate.Fleet) or blocks the kernel fast path made (gate.Kernel, in
+// place already: not held back by the rate limit, and lifted if the gate
+// refuses them). They take the way a line takes, through the gate, and are
+// carried out and reported before Act returns.
+func (b *Blocker) Act(o gate.Origin, evs ...event.Event) error {
+	if o != gate.Fleet && o != gate.Kernel {
+		return fmt.Errorf("blocker: Act takes decisions from the fleet or the kernel, not %s", o)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i := range evs {
+		ev := &evs[i]
+		b.cur = b.newSlot()
+		if ev.Kind != event.KindBlock && ev.Kind != event.KindRun && ev.Kind != event.KindAlert {
+			b.result(ev.Addr(), ev.Mode, ActionInput, false, "%s: a %s is not a decision to carry out", o, ev.Kind)
+		} else {
+			b.decide(ev, o)
+		}
+		b.cur = -1
+		if len(b.batch) >= maxBatch || len(b.slots) >= maxBatch {
+			b.settle()
+		}
+	}
+	b.flushOut()
+	return nil
+}
+
 // Idle implements transport.Handler: input paused, so carry out the batch
 // and send the results.
 func (b *Blocker) Idle() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.flushBatch()
 	b.flushOut()
 }
 
+// flushOut carries out the batch and sends every result.
 func (b *Blocker) flushOut() {
+	b.settle()
 	if err := b.cfg.Out.Flush(); err != nil {
 		b.outFailed(err)
 	}
@@ -260,17 +349,13 @@ func (b *Blocker) outFailed(err error) {
 	}
 }
 
-// decide checks a block or run decision and queues it.
-func (b *Blocker) decide(ev *event.Event) {
+// decide checks a block or run decision and queues it. The gate is asked
+// here too, so that what it refuses never waits or takes a token; it is
+// asked again when the decision is carried out.
+func (b *Blocker) decide(ev *event.Event, o gate.Origin) {
 	addr, mode := ev.Target.Unmap(), ev.Mode
-	vars, err := macro.NewVars(addr, ev.Port, mode.String())
-	if err != nil {
-		b.result(addr, mode, ActionBlock, false, "refused: %v", err)
-		return
-	}
-	if why := b.cfg.Refuse(addr); why != "" {
-		b.cfg.Log.AttackLimited("refusing to block %s: %s", addr, why)
-		b.result(addr, mode, ActionBlock, false, "refused: %s is %s", addr, why)
+	if _, err := b.gate.Admit(addr, ev.Port, mode, o); err != nil {
+		b.refused(b.cur, addr, mode, o, err)
 		return
 	}
 	now := b.cfg.Now()
@@ -287,13 +372,14 @@ func (b *Blocker) decide(ev *event.Event) {
 		b.result(addr, mode, ActionBlock, false, "no blocking action is configured (NFT_BLOCK, KILL_HOSTS_DENY, KILL_ROUTE, KILL_RUN_CMD)")
 		return
 	}
-	p := &pending{ev: *ev, vars: vars, k: k}
-	if ev.Kind == event.KindAlert {
+	p := &pending{ev: *ev, k: k, origin: o, slot: b.cur}
+	if ev.Kind == event.KindAlert || o == gate.Kernel {
 		// An alert changes nothing but the records, as 1.2 wrote them
-		// (BLOCKED_FILE, HISTORY_FILE): it does not wait for the rate limit.
-		p.started, p.ok = true, true
-		b.inBatch[k] = true
-		b.batch = append(b.batch, p)
+		// (BLOCKED_FILE, HISTORY_FILE); a block the kernel made is in
+		// place already. The rate limit is about changes ps-block makes:
+		// neither waits for it.
+		p.ok = ev.Kind == event.KindAlert
+		b.enter(p)
 		return
 	}
 	if dropped := b.waiting.push(p); dropped != nil {
@@ -303,8 +389,39 @@ func (b *Blocker) decide(ev *event.Event) {
 	b.release(now)
 	if !p.started {
 		b.held++
+		p.slot, p.origin = -1, gate.Released
 		b.result(addr, mode, ActionBlock, false, "held back by the rate limit on new blocks (BLOCK_RATE): waiting, %d in line", b.waiting.n)
 	}
+}
+
+// refused reports the gate's refusal of an act; a block the kernel fast
+// path made is taken out of the set.
+func (b *Blocker) refused(slot int, addr netip.Addr, mode event.Mode, o gate.Origin, err error) {
+	if o == gate.Kernel {
+		defer b.unmakeKernel(slot, addr, mode)
+	}
+	var r *gate.Refused
+	if !errors.As(err, &r) {
+		b.emit(slot, addr, mode, ActionBlock, false, "refused: %v", err)
+		return
+	}
+	if r.Origin == gate.Decision {
+		b.cfg.Log.AttackLimited("refusing to block %s: %s", addr, r.Why)
+		b.emit(slot, addr, mode, ActionBlock, false, "refused: %v", err)
+		return
+	}
+	b.cfg.Log.AttackLimited("refusing to block %s (%s): %s", addr, r.Origin, r.Why)
+	b.emit(slot, addr, mode, ActionBlock, false, "refused (%s): %v", r.Origin, err)
+}
+
+// enter puts p into the batch.
+func (b *Blocker) enter(p *pending) {
+	p.started = true
+	if p.slot < 0 {
+		p.slot = b.newSlot()
+	}
+	b.inBatch[p.k] = true
+	b.batch = append(b.batch, p)
 }
 
 // release moves waiting decisions into the batch while the rate limit
@@ -322,16 +439,20 @@ func (b *Blocker) release(now time.Time) {
 		}
 		if !p.ev.Until.IsZero() && !p.ev.Until.After(now) {
 			b.waiting.pop()
-			b.result(p.k.addr, p.k.mode, ActionBlock, false, "refused: the block ended at %s while it waited for the rate limit", p.ev.Until.UTC().Format(time.RFC3339))
+			b.resultFor(p, ActionBlock, false, "refused: the block ended at %s while it waited for the rate limit", p.ev.Until.UTC().Format(time.RFC3339))
+			continue
+		}
+		// Asked before a token is spent on it; asked again when carried out.
+		if _, err := b.gate.Admit(p.k.addr, p.ev.Port, p.k.mode, p.origin); err != nil {
+			b.waiting.pop()
+			b.refused(p.slot, p.k.addr, p.k.mode, p.origin, err)
 			continue
 		}
 		if !b.bucket.Allow(now) {
 			return
 		}
 		b.waiting.pop()
-		p.started = true
-		b.inBatch[p.k] = true
-		b.batch = append(b.batch, p)
+		b.enter(p)
 	}
 }
 
@@ -369,7 +490,7 @@ func (b *Blocker) Abandon(why string) int {
 	defer b.mu.Unlock()
 	gone := b.waiting.remove(func(*pending) bool { return false })
 	for _, p := range gone {
-		b.result(p.k.addr, p.k.mode, ActionBlock, false, "not carried out: %s", why)
+		b.resultFor(p, ActionBlock, false, "not carried out: %s", why)
 	}
 	b.flushOut()
 	return len(gone)
@@ -421,7 +542,6 @@ func (b *Blocker) LiftDue() {
 	// Tokens came back since the last line: carry out what waits.
 	if b.waiting.n > 0 {
 		b.release(now)
-		b.flushBatch()
 		b.flushOut()
 	}
 	var (

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/portsentry/pipeline/ps-block/command"
-	"github.com/portsentry/pipeline/ps-block/macro"
+	"github.com/portsentry/pipeline/ps-block/gate"
 	"github.com/portsentry/pipeline/ps-block/nft"
 	"github.com/portsentry/pipeline/shared/event"
 	"github.com/portsentry/pipeline/shared/transport"
@@ -33,7 +33,11 @@ type fakeNFT struct {
 }
 
 func (f *fakeNFT) Ensure() error { return nil }
-func (f *fakeNFT) Add(a netip.Addr, until time.Time) error {
+func (f *fakeNFT) Add(p gate.Pass, until time.Time) error {
+	if !p.Valid() {
+		return gate.ErrNoPass
+	}
+	a := p.Addr()
 	f.pend = append(f.pend, a)
 	f.set[a] = until
 	return nil
@@ -69,7 +73,13 @@ type fakeHD struct {
 func (f *fakeHD) Load() error           { return nil }
 func (f *fakeHD) Has(a netip.Addr) bool { return f.hosts[a] }
 func (f *fakeHD) Path() string          { return "hosts.deny" }
-func (f *fakeHD) Add(v macro.Vars) bool { f.pend = append(f.pend, v.Addr()); return true }
+func (f *fakeHD) Add(p gate.Pass) bool {
+	if !p.Valid() {
+		return false
+	}
+	f.pend = append(f.pend, p.Addr())
+	return true
+}
 func (f *fakeHD) Flush() ([]netip.Addr, error) {
 	p := f.pend
 	f.pend = nil
@@ -116,16 +126,26 @@ func (nopLog) Attack(string, ...any)        {}
 func (nopLog) AttackLimited(string, ...any) {}
 
 type rig struct {
-	b   *Blocker
-	c   *calls
-	out *bytes.Buffer
-	now time.Time
-	dir string
+	refuse map[netip.Addr]string // what the guard refuses beside loopback
+	b      *Blocker
+	c      *calls
+	out    *bytes.Buffer
+	now    time.Time
+	dir    string
+}
+
+func mustUndo(t *testing.T, key, s string) *command.Command {
+	t.Helper()
+	c, err := command.ParseUndo(key, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 func newRig(t *testing.T, mod func(*Config)) *rig {
 	t.Helper()
-	r := &rig{c: &calls{}, out: &bytes.Buffer{}, now: time.Date(2026, 11, 24, 14, 0, 0, 0, time.UTC), dir: t.TempDir()}
+	r := &rig{refuse: map[netip.Addr]string{}, c: &calls{}, out: &bytes.Buffer{}, now: time.Date(2026, 11, 24, 14, 0, 0, 0, time.UTC), dir: t.TempDir()}
 	mustCmd := func(key, s string) *command.Command {
 		c, err := command.Parse(key, s)
 		if err != nil {
@@ -137,18 +157,18 @@ func newRig(t *testing.T, mod func(*Config)) *rig {
 		NFT:         &fakeNFT{c: r.c, set: map[netip.Addr]time.Time{}},
 		HostsDeny:   &fakeHD{c: r.c, hosts: map[netip.Addr]bool{}},
 		Route:       mustCmd("KILL_ROUTE", "route $TARGET$"),
-		Unroute:     mustCmd("KILL_UNROUTE", "unroute $TARGET$"),
+		Unroute:     mustUndo(t, "KILL_UNROUTE", "unroute $TARGET$"),
 		RunCmd:      mustCmd("KILL_RUN_CMD", "runcmd $TARGET$ $PORT$ $MODE$"),
 		Runner:      fakeRunner{r.c, &sync.Mutex{}},
 		BlockedFile: filepath.Join(r.dir, "portsentry.blocked"),
 		HistoryFile: filepath.Join(r.dir, "portsentry.history"),
 		Now:         func() time.Time { return r.now },
-		Refuse: func(a netip.Addr) string {
+		Gate: gate.New(func(a netip.Addr) string {
 			if a.IsLoopback() {
 				return "a loopback address"
 			}
-			return ""
-		},
+			return r.refuse[a]
+		}),
 		Log: nopLog{},
 		Out: transport.NewWriter(r.out),
 	}
@@ -234,7 +254,7 @@ func TestDecisions(t *testing.T) {
 		calls int
 	}{
 		{"repeat in one batch", []string{block("198.18.0.1", "tcp", 21, ""), block("198.18.0.1", "tcp", 22, "")},
-			[]string{"block true 198.18.0.1 tcp", "nft true", "hosts.deny true", "route true", "run true"}, 4},
+			[]string{"nft true 198.18.0.1 tcp", "hosts.deny true", "route true", "run true", "block true 198.18.0.1 tcp: already blocked"}, 4},
 		{"loopback refused", []string{block("127.0.0.1", "tcp", 21, "")}, []string{"block false 127.0.0.1 tcp: refused: 127.0.0.1 is a loopback address"}, 0},
 		{"ended before it came", []string{block("198.18.0.1", "tcp", 21, "2026-11-24T13:00:00Z")}, []string{"block false 198.18.0.1 tcp: refused: the block ended"}, 0},
 		{"shell metacharacters", []string{strings.Replace(block("198.18.0.1", "tcp", 21, ""), "198.18.0.1", "198.18.0.1;reboot", 1)}, []string{"input false  : test line 1: "}, 0},

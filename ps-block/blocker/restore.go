@@ -8,10 +8,11 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/portsentry/pipeline/ps-block/blockfile"
-	"github.com/portsentry/pipeline/ps-block/macro"
+	"github.com/portsentry/pipeline/ps-block/gate"
 	"github.com/portsentry/pipeline/ps-block/recfile"
 	"github.com/portsentry/pipeline/shared/event"
 )
@@ -114,9 +115,12 @@ func (b *Blocker) rewriteEnds(path string) error {
 
 // Restore rebuilds what ps-block had applied before it stopped: the blocked
 // files name the blocks, the until file when they end. Blocks that ended
-// while ps-block was down are lifted now; blocks in force whose kernel
-// element is gone (after a reboot) are added again, as are missing
-// hosts.deny lines. Problems are logged; Restore goes on.
+// while ps-block was down are lifted now. Every block in force passes the
+// gate again (gate.Restored): one the guard refuses now (an address since
+// added to the ignore file, this host's own, a gateway; or a planted or
+// migrated file) is lifted and logged; the others whose kernel element is
+// gone (after a reboot) are added again, as are missing hosts.deny lines.
+// Problems are logged; Restore goes on.
 func (b *Blocker) Restore() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -130,7 +134,7 @@ func (b *Blocker) Restore() {
 		if err := b.ensureNFT(); err != nil {
 			b.cfg.Log.Admin("nftables: %v (will retry at the next block)", err)
 		} else if els, err := n.List(); err != nil {
-			b.cfg.Log.Admin("%v", err)
+			b.cfg.Log.Admin("%s", nftReadProblem(err, b.cfg.DryRun))
 		} else {
 			for _, el := range els {
 				inKernel[el.Addr.Unmap()] = true
@@ -145,7 +149,11 @@ func (b *Blocker) Restore() {
 		b.cfg.Log.Admin("%v", err)
 	}
 	now := b.cfg.Now()
-	var ended, reapply []*pending
+	var (
+		ended, refused []key
+		reapply        []*pending
+		why            = map[key]string{}
+	)
 	for _, m := range event.Modes {
 		path := b.cfg.BlockedFile + "." + m.String()
 		var lines []blockfile.Line
@@ -161,8 +169,9 @@ func (b *Blocker) Restore() {
 			if b.state[k] != nil {
 				continue
 			}
-			vars, err := macro.NewVars(k.addr, l.Port, m.String())
-			if err != nil {
+			pass, err := b.gate.Admit(k.addr, l.Port, m, gate.Restored)
+			var r *gate.Refused
+			if err != nil && !errors.As(err, &r) {
 				b.cfg.Log.Admin("%s: %v (line skipped)", path, err)
 				continue
 			}
@@ -176,28 +185,71 @@ func (b *Blocker) Restore() {
 			// Routes are not visible to ps-block; a restored block counts
 			// as routed so that its end runs KILL_UNROUTE.
 			b.record(k, &entry{until: until, port: l.Port, kind: end.kind, routed: end.kind == event.KindBlock && b.cfg.Route != nil})
-			p := &pending{ev: event.Event{Kind: end.kind, Target: k.addr, Mode: m, Port: l.Port, Until: until}, vars: vars, k: k}
 			switch {
 			case !until.IsZero() && !until.After(now):
-				ended = append(ended, p)
+				ended = append(ended, k)
+			case r != nil:
+				refused = append(refused, k)
+				why[k] = r.Why
 			case end.kind == event.KindBlock:
-				reapply = append(reapply, p)
+				reapply = append(reapply, &pending{ev: event.Event{Kind: end.kind, Target: k.addr, Mode: m, Port: l.Port, Until: until}, k: k, origin: gate.Restored, pass: pass, slot: -1})
 			}
 		}
 	}
-	b.cfg.Log.Admin("restored %d record(s) (blocks, runs, alerts) from %s.<mode>", len(b.state), b.cfg.BlockedFile)
+	b.cfg.Log.Admin("restored %d record(s) (blocks, runs, alerts) from %s.<mode>: %d block(s) in force, %d ended meanwhile, %d refused by the guard",
+		len(b.state), b.cfg.BlockedFile, len(reapply), len(ended), len(refused))
+	b.lift(ended, "block ended while ps-block was stopped")
+	// Lifted before the others are put back: a host refused in one mode
+	// is refused in all, so nothing below adds it again.
+	b.liftRefused(refused, why)
 	b.reapply(reapply, inKernel)
-	keys := make([]key, len(ended))
-	for i, p := range ended {
-		keys[i] = p.k
-	}
-	b.lift(keys, "block ended while ps-block was stopped")
 	if !b.cfg.DryRun {
 		if err := b.rewriteEnds(b.cfg.BlockedFile + untilSuffix); err != nil {
 			b.cfg.Log.Admin("%v", err)
 		}
 	}
 	b.flushOut()
+}
+
+// nftReadProblem words a failure to read the kernel's sets. A dry run
+// creates nothing, so a table not made yet is what a first real run would
+// find, and reading needs the privilege a dry run may lack: it says so
+// instead of passing on netlink's words.
+// google/nftables formats the kernel's errno into its message (%v), so the
+// errno's own text is what is left to look for.
+func nftReadProblem(err error, dry bool) string {
+	is := func(e syscall.Errno) bool { return errors.Is(err, e) || strings.Contains(err.Error(), e.Error()) }
+	switch {
+	case !dry:
+		return err.Error()
+	case is(syscall.ENOENT):
+		return "nftables: ps-block's table does not exist yet (a real run creates it); the dry run takes its sets as empty"
+	case is(syscall.EPERM):
+		return "nftables: reading the sets needs root or CAP_NET_ADMIN; the dry run takes them as empty"
+	}
+	return "nftables: cannot read the sets (" + err.Error() + "); the dry run takes them as empty"
+}
+
+// liftRefused lifts the restored blocks the gate refused, one lift per
+// reason so that hosts.deny and each blocked file are rewritten once per
+// reason, not once per host.
+func (b *Blocker) liftRefused(keys []key, why map[key]string) {
+	if len(keys) == 0 {
+		return
+	}
+	byWhy := map[string][]key{}
+	var reasons []string
+	for _, k := range keys {
+		w := why[k]
+		if byWhy[w] == nil {
+			reasons = append(reasons, w)
+		}
+		byWhy[w] = append(byWhy[w], k)
+		b.cfg.Log.Security("restored block of %s in mode %s refused by the guard: %s is %s; lifting it", k.addr, k.mode, k.addr, w)
+	}
+	for _, w := range reasons {
+		b.lift(byWhy[w], "refused by the guard at start: "+w)
+	}
 }
 
 // reapply puts back what a reboot or an administrator removed from the
@@ -224,7 +276,7 @@ func (b *Blocker) reapply(ps []*pending, inKernel map[netip.Addr]bool) {
 	}
 	if len(nftMissing) > 0 {
 		for _, p := range nftMissing {
-			if err := b.cfg.NFT.Add(p.k.addr, p.ev.Until); err != nil {
+			if err := b.cfg.NFT.Add(p.pass, p.ev.Until); err != nil {
 				b.cfg.Log.Admin("restoring %s: %v", p.k.addr, err)
 			}
 		}
@@ -236,7 +288,7 @@ func (b *Blocker) reapply(ps []*pending, inKernel map[netip.Addr]bool) {
 	}
 	if len(hdMissing) > 0 {
 		for _, p := range hdMissing {
-			b.cfg.HostsDeny.Add(p.vars)
+			b.cfg.HostsDeny.Add(p.pass)
 		}
 		if _, err := b.cfg.HostsDeny.Flush(); err != nil {
 			b.cfg.Log.Admin("restoring hosts.deny lines: %v", err)

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/portsentry/pipeline/ps-block/gate"
 	"github.com/portsentry/pipeline/ps-block/macro"
 )
 
@@ -24,6 +25,7 @@ import (
 type Command struct {
 	key  string // the config key it came from, for messages
 	argv []string
+	undo bool // lifts a block (KILL_UNROUTE): needs no pass from the gate
 }
 
 // Parse splits s like a shell would split plain words: blanks separate,
@@ -95,6 +97,17 @@ func Parse(key, s string) (*Command, error) {
 	return &Command{key: key, argv: argv}, nil
 }
 
+// ParseUndo parses a command that lifts a block (KILL_UNROUTE): it can only
+// make a host less blocked, so its arguments need no pass from the gate.
+func ParseUndo(key, s string) (*Command, error) {
+	c, err := Parse(key, s)
+	if err != nil {
+		return nil, err
+	}
+	c.undo = true
+	return c, nil
+}
+
 // macroAt is the macro s starts with, or "".
 func macroAt(s string) string {
 	for _, m := range []string{macro.Target, macro.Port, macro.Mode} {
@@ -108,8 +121,25 @@ func macroAt(s string) string {
 // Key is the config key the command came from.
 func (c *Command) Key() string { return c.key }
 
-// Argv is the argument vector for one decision.
-func (c *Command) Argv(v macro.Vars) []string {
+// Argv is the argument vector of a command that acts on a host
+// (KILL_ROUTE, KILL_RUN_CMD), for the target the gate admitted: without
+// the gate's Pass there is none.
+func (c *Command) Argv(p gate.Pass) ([]string, error) {
+	if !p.Valid() {
+		return nil, fmt.Errorf("%s: %w", c.key, gate.ErrNoPass)
+	}
+	return c.expand(p.Vars()), nil
+}
+
+// UndoArgv is the argument vector of a command made by ParseUndo.
+func (c *Command) UndoArgv(v macro.Vars) ([]string, error) {
+	if !c.undo {
+		return nil, fmt.Errorf("%s acts on a host: it takes the gate's pass, not UndoArgv", c.key)
+	}
+	return c.expand(v), nil
+}
+
+func (c *Command) expand(v macro.Vars) []string {
 	out := make([]string, len(c.argv))
 	for i, a := range c.argv {
 		out[i] = v.ExpandPlain(a)

@@ -10,7 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/portsentry/pipeline/ps-block/macro"
+	"github.com/portsentry/pipeline/ps-block/gate"
+	"github.com/portsentry/pipeline/shared/event"
 )
 
 func TestParse(t *testing.T) {
@@ -57,13 +58,28 @@ func TestArgv(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := macro.NewVars(netip.MustParseAddr("2001:db8::1"), 139, "sudp")
+	p, err := gate.New(nil).Admit(netip.MustParseAddr("2001:db8::1"), 139, event.ModeSUDP, gate.Decision)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []string{"/bin/echo", "2001:db8::1", "port=139", "sudp"}
-	if got := c.Argv(v); !slices.Equal(got, want) {
-		t.Errorf("Argv = %q, want %q", got, want)
+	if got, err := c.Argv(p); err != nil || !slices.Equal(got, want) {
+		t.Errorf("Argv = %q, %v, want %q", got, err, want)
+	}
+	// No act without the gate's pass, and an acting command cannot be
+	// expanded as an undo to get round it.
+	if got, err := c.Argv(gate.Pass{}); err == nil || got != nil {
+		t.Errorf("Argv without a pass = %q, %v, want an error", got, err)
+	}
+	if got, err := c.UndoArgv(p.Vars()); err == nil || got != nil {
+		t.Errorf("UndoArgv of KILL_RUN_CMD = %q, %v, want an error", got, err)
+	}
+	u, err := ParseUndo("KILL_UNROUTE", "/sbin/ip route del $TARGET$")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := u.UndoArgv(p.Vars()); err != nil || !slices.Equal(got, []string{"/sbin/ip", "route", "del", "2001:db8::1"}) {
+		t.Errorf("UndoArgv = %q, %v", got, err)
 	}
 }
 
@@ -79,8 +95,12 @@ func TestExecArgvExact(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, _ := macro.NewVars(netip.MustParseAddr("198.18.0.1"), 21, "atcp")
-	if err := (Exec{Timeout: 5 * time.Second}).Run(context.Background(), c.Argv(v)); err != nil {
+	p, _ := gate.New(nil).Admit(netip.MustParseAddr("198.18.0.1"), 21, event.ModeATCP, gate.Decision)
+	argv, err := c.Argv(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := (Exec{Timeout: 5 * time.Second}).Run(context.Background(), argv); err != nil {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(out)

@@ -30,7 +30,7 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		argv := c.Argv(v)
+		argv := c.expand(v)
 		if len(argv) != len(c.argv) {
 			t.Fatalf("Argv changed the number of words: %q -> %q", c.argv, argv)
 		}

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/portsentry/pipeline/ps-block/gate"
 	"github.com/portsentry/pipeline/ps-block/macro"
 	"golang.org/x/sys/unix"
 )
@@ -169,10 +170,12 @@ func (f *File) Hosts() []netip.Addr {
 	return out
 }
 
-// Add queues the line for v unless the host already has one; it reports
-// whether it queued.
-func (f *File) Add(v macro.Vars) bool {
-	if f.Has(v.Addr()) {
+// Add queues the line for the admitted host unless it already has one; it
+// reports whether it queued. Only the gate's Pass adds a line: a Pass the
+// gate did not make is never queued.
+func (f *File) Add(p gate.Pass) bool {
+	v := p.Vars()
+	if !p.Valid() || f.Has(v.Addr()) {
 		return false
 	}
 	f.queued[v.Addr()] = true

@@ -13,7 +13,9 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/portsentry/pipeline/ps-block/gate"
 	"github.com/portsentry/pipeline/ps-block/macro"
+	"github.com/portsentry/pipeline/shared/event"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -25,6 +27,24 @@ func vars(t testing.TB, addr string) macro.Vars {
 		t.Fatal(err)
 	}
 	return v
+}
+
+// pass is the gate's admission of addr, which Add requires.
+func pass(t testing.TB, addr string) gate.Pass {
+	t.Helper()
+	p, err := gate.New(nil).Admit(netip.MustParseAddr(addr), 21, event.ModeTCP, gate.Decision)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestAddNeedsPass: a Pass the gate did not make never reaches the file.
+func TestAddNeedsPass(t *testing.T) {
+	f := New(filepath.Join(t.TempDir(), "hosts.deny"), mustTemplate(t, "ALL: $TARGET$"))
+	if f.Add(gate.Pass{}) || f.Pending() != 0 {
+		t.Fatal("Add queued a line without the gate's Pass")
+	}
 }
 
 func mustTemplate(t testing.TB, s string) *Template {
@@ -151,7 +171,7 @@ func TestAddFlushRemoveGolden(t *testing.T) {
 	}
 	queued := 0
 	for _, h := range []string{"198.18.0.1", "198.18.0.7", "2001:db8::7", "198.18.0.7", "::ffff:198.18.0.8"} {
-		if f.Add(vars(t, h)) {
+		if f.Add(pass(t, h)) {
 			queued++
 		}
 	}
@@ -192,7 +212,7 @@ func TestAddFlushRemoveGolden(t *testing.T) {
 func TestNoTrailingNewline(t *testing.T) {
 	p := copyFixture(t, "nonewline.deny")
 	f := New(p, mustTemplate(t, "ALL: $TARGET$"))
-	f.Add(vars(t, "198.18.0.4"))
+	f.Add(pass(t, "198.18.0.4"))
 	if _, err := f.Flush(); err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +255,7 @@ func TestRefusals(t *testing.T) {
 			if err := f.Load(); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("Load: %v, want %q", err, tc.want)
 			}
-			f.Add(vars(t, "198.18.0.1"))
+			f.Add(pass(t, "198.18.0.1"))
 			if _, err := f.Flush(); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("Flush: %v, want %q", err, tc.want)
 			}
@@ -271,8 +291,8 @@ func TestConcurrentWriters(t *testing.T) {
 			f := New(p, tm)
 			for i := range 50 {
 				// Both writers add the shared host 198.18.9.9 too.
-				f.Add(vars(t, fmt.Sprintf("198.18.%d.%d", w, i)))
-				f.Add(vars(t, "198.18.9.9"))
+				f.Add(pass(t, fmt.Sprintf("198.18.%d.%d", w, i)))
+				f.Add(pass(t, "198.18.9.9"))
 				if _, err := f.Flush(); err != nil {
 					errs <- err
 					return
@@ -301,9 +321,9 @@ func TestConcurrentWriters(t *testing.T) {
 
 func BenchmarkAdd10k(b *testing.B) {
 	tm := mustTemplate(b, "ALL: $TARGET$")
-	vs := make([]macro.Vars, 10_000)
+	vs := make([]gate.Pass, 10_000)
 	for i := range vs {
-		vs[i] = vars(b, netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}).String())
+		vs[i] = pass(b, netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}).String())
 	}
 	for b.Loop() {
 		b.StopTimer()

@@ -15,6 +15,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
+	"github.com/portsentry/pipeline/ps-block/gate"
 	"golang.org/x/sys/unix"
 )
 
@@ -162,13 +163,16 @@ func dropFrom(proto byte, off, size uint32, set *nftables.Set) []expr.Any {
 // it without a timeout would make it permanent.
 var ErrEnded = errors.New("block already ended")
 
-// Add buffers addr for the next Flush, with a timeout up to until (zero
-// until: permanent). IPv4-mapped IPv6 addresses go into the IPv4 set, where
-// the kernel sees such packets.
-func (a *Action) Add(addr netip.Addr, until time.Time) error {
-	if !addr.IsValid() {
-		return fmt.Errorf("nft: invalid address")
+// Add buffers the admitted address for the next Flush, with a timeout up to
+// until (zero until: permanent). Only the gate's Pass opens the set: a block
+// the guard did not admit at the moment of acting cannot be added.
+// IPv4-mapped IPv6 addresses go into the IPv4 set, where the kernel sees
+// such packets.
+func (a *Action) Add(p gate.Pass, until time.Time) error {
+	if !p.Valid() {
+		return fmt.Errorf("nft: %w", gate.ErrNoPass)
 	}
+	addr := p.Addr()
 	var timeout time.Duration
 	if !until.IsZero() {
 		timeout = until.Sub(a.now())

@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/portsentry/pipeline/ps-block/gate"
 	"github.com/portsentry/pipeline/shared/netlab"
 )
 
@@ -57,11 +58,11 @@ func TestKernelEnsureAddListDelete(t *testing.T) {
 		{"::ffff:198.18.0.12", time.Time{}},
 	}
 	for _, ad := range adds {
-		if err := a.Add(mustAddr(ad.addr), ad.until); err != nil {
+		if err := a.Add(admit(mustAddr(ad.addr)), ad.until); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := a.Add(mustAddr("198.18.0.13"), now.Add(-time.Second)); !errors.Is(err, ErrEnded) {
+	if err := a.Add(admit(mustAddr("198.18.0.13")), now.Add(-time.Second)); !errors.Is(err, ErrEnded) {
 		t.Fatalf("ended block: got %v, want ErrEnded", err)
 	}
 	if err := a.Flush(); err != nil {
@@ -150,10 +151,10 @@ func TestKernelElementExpires(t *testing.T) {
 	if _, err := c.ListChain(a.table, forwardChain); err != nil {
 		t.Errorf("forward chain: %v", err)
 	}
-	if err := a.Add(mustAddr("198.18.1.1"), time.Now().Add(300*time.Millisecond)); err != nil {
+	if err := a.Add(admit(mustAddr("198.18.1.1")), time.Now().Add(300*time.Millisecond)); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Add(mustAddr("198.18.1.2"), time.Time{}); err != nil {
+	if err := a.Add(admit(mustAddr("198.18.1.2")), time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.Flush(); err != nil {
@@ -230,7 +231,7 @@ func TestKernelProbeDropped(t *testing.T) {
 		}
 	}
 	for _, src := range []string{"198.18.5.2", "2001:db8:5::2"} {
-		if err := a.Add(mustAddr(src), time.Now().Add(time.Minute)); err != nil {
+		if err := a.Add(admit(mustAddr(src)), time.Now().Add(time.Minute)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -258,11 +259,15 @@ func BenchmarkKernelAdd100k(b *testing.B) {
 			addrs[i] = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 13: byte(i >> 16), 14: byte(i >> 8), 15: byte(i)})
 		}
 	}
+	passes := make([]gate.Pass, len(addrs))
+	for i, addr := range addrs {
+		passes[i] = admit(addr)
+	}
 	until := time.Now().Add(time.Hour)
 	b.ResetTimer()
 	for b.Loop() {
-		for _, addr := range addrs {
-			if err := a.Add(addr, until); err != nil {
+		for _, p := range passes {
+			if err := a.Add(p, until); err != nil {
 				b.Fatal(err)
 			}
 		}

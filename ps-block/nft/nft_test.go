@@ -8,7 +8,26 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/portsentry/pipeline/ps-block/gate"
+	"github.com/portsentry/pipeline/shared/event"
 )
+
+// admit is the gate's pass for addr, which Add requires.
+func admit(addr netip.Addr) gate.Pass {
+	p, err := gate.New(nil).Admit(addr, 21, event.ModeATCP, gate.Decision)
+	if err != nil {
+		panic(err)
+	}
+	return p
+}
+
+// TestAddNeedsPass: without the gate's Pass nothing is buffered.
+func TestAddNeedsPass(t *testing.T) {
+	a := New(&fakeConn{}, Config{}, time.Now)
+	if err := a.Add(gate.Pass{}, time.Time{}); !errors.Is(err, gate.ErrNoPass) || a.Pending() != 0 {
+		t.Fatalf("Add without a pass: %v, %d pending", err, a.Pending())
+	}
+}
 
 // fakeConn records what the action would send; it stands in for the
 // kernel where only the batching is under test.
@@ -57,10 +76,10 @@ func TestFlushBatching(t *testing.T) {
 			f := &fakeConn{}
 			a := New(f, Config{}, time.Now)
 			for i := range tc.n4 {
-				_ = a.Add(netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}), time.Time{})
+				_ = a.Add(admit(netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)})), time.Time{})
 			}
 			for i := range tc.n6 {
-				_ = a.Add(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: byte(i >> 8), 15: byte(i)}), time.Time{})
+				_ = a.Add(admit(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: byte(i >> 8), 15: byte(i)})), time.Time{})
 			}
 			if err := a.Flush(); err != nil {
 				t.Fatal(err)
@@ -114,7 +133,7 @@ func TestAddTimeout(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			a := New(&fakeConn{}, Config{}, func() time.Time { return now })
-			err := a.Add(netip.MustParseAddr("198.18.0.1"), tc.until)
+			err := a.Add(admit(netip.MustParseAddr("198.18.0.1")), tc.until)
 			if !errors.Is(err, tc.err) {
 				t.Fatalf("err %v, want %v", err, tc.err)
 			}
