@@ -23,7 +23,11 @@ import (
 // records or carry out its actions must not start as if it could. A dry run
 // creates no directory: it says that the real run would.
 func startChecks(cfg *config.Config, bc blocker.Config, log *alert.Logger) error {
-	for _, r := range bc.RecordFiles() {
+	records := bc.RecordFiles()
+	if bc.HostsDeny != nil && bc.BlockedFile != "" {
+		records = append(records, blocker.RecordFile{Key: "BLOCKED_FILE", Path: bc.BlockedFile + hostsdeny.RecordSuffix})
+	}
+	for _, r := range records {
 		dir := filepath.Dir(r.Path)
 		if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) && bc.DryRun {
 			log.Admin("%s: the directory %s does not exist; a real run would create it (mode %04o)", r.Key, dir, recfile.DirMode)

@@ -180,7 +180,11 @@ func actions(cfg *config.Config, dry bool, log *alert.Logger) (blocker.Config, f
 		if path == "" {
 			path = hostsdeny.DefaultPath
 		}
-		bc.HostsDeny = hostsdeny.New(path, tmpl)
+		record := ""
+		if cfg.BlockedFile != "" {
+			record = cfg.BlockedFile + hostsdeny.RecordSuffix
+		}
+		bc.HostsDeny = hostsdeny.New(path, record, tmpl)
 	}
 	if cfg.NFTBlock {
 		if conn, err := nft.Open(0); err != nil {

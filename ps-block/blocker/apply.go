@@ -159,9 +159,13 @@ func (b *Blocker) applyHostsDeny(blocks []*pending) {
 	var queued []*pending
 	for _, p := range blocks {
 		switch {
+		case hd.Has(p.k.addr) && hd.Ours(p.k.addr):
+			p.ok = true
+			b.result(p.k.addr, p.k.mode, ActionHostsDeny, true, "already in %s (added by ps-block for another mode)", hd.Path())
 		case hd.Has(p.k.addr):
 			p.ok = true
-			b.resultFor(p, ActionHostsDeny, true, "already in %s", hd.Path())
+			b.cfg.Log.AttackLimited("Host %s already has a line in %s that ps-block did not add: nothing added, and it stays when the block ends", p.k.addr, hd.Path())
+			b.resultFor(p, ActionHostsDeny, true, "already in %s, a line ps-block did not add: nothing added, and it stays when the block ends", hd.Path())
 		case b.cfg.DryRun:
 			p.ok = true
 			b.resultFor(p, ActionHostsDeny, true, "would add %s to %s", p.k.addr, hd.Path())
@@ -174,7 +178,9 @@ func (b *Blocker) applyHostsDeny(blocks []*pending) {
 		return
 	}
 	added, err := hd.Flush()
-	if err != nil {
+	if err != nil && len(added) > 0 {
+		b.cfg.Log.Admin("%v", err) // added, but not remembered
+	} else if err != nil {
 		b.cfg.Log.Admin("cannot add %d host(s) to %s: %v", len(queued), hd.Path(), err)
 		for _, p := range queued {
 			b.resultFor(p, ActionHostsDeny, false, "%v", err)
@@ -191,7 +197,7 @@ func (b *Blocker) applyHostsDeny(blocks []*pending) {
 			b.cfg.Log.Attack("Host %s has been blocked via wrappers in %s", p.k.addr, hd.Path())
 			b.resultFor(p, ActionHostsDeny, true, "added to %s", hd.Path())
 		} else {
-			b.resultFor(p, ActionHostsDeny, true, "already in %s (added by another writer)", hd.Path())
+			b.resultFor(p, ActionHostsDeny, true, "already in %s (added by another writer meanwhile, not ps-block's: it stays when the block ends)", hd.Path())
 		}
 	}
 }
@@ -427,6 +433,10 @@ func (b *Blocker) lift(keys []key, why string) {
 		for i, l := range gone {
 			addrs[i] = l.k.addr
 		}
+		notOurs := map[netip.Addr]bool{}
+		for _, a := range hd.NotOurs(addrs...) {
+			notOurs[a] = true
+		}
 		var n int
 		var err error
 		if !b.cfg.DryRun {
@@ -434,6 +444,8 @@ func (b *Blocker) lift(keys []key, why string) {
 		}
 		for _, l := range gone {
 			switch {
+			case notOurs[l.k.addr]:
+				b.result(l.k.addr, l.k.mode, ActionHostsDeny, true, "lifted (%s): the line in %s is not ps-block's, left in place", why, hd.Path())
 			case err != nil:
 				b.result(l.k.addr, l.k.mode, ActionHostsDeny, false, "lift (%s): %v", why, err)
 			case b.cfg.DryRun:

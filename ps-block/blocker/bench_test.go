@@ -95,7 +95,7 @@ func emptyHostsDeny(b *testing.B) (*hostsdeny.File, string) {
 	if err := os.WriteFile(p, nil, 0o644); err != nil {
 		b.Fatal(err)
 	}
-	return hostsdeny.New(p, tmpl), dir
+	return hostsdeny.New(p, filepath.Join(dir, "blocked"+hostsdeny.RecordSuffix), tmpl), dir
 }
 
 // BenchmarkLift2000: 2,000 blocks in hosts.deny and BLOCKED_FILE that end

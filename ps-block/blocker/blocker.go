@@ -64,6 +64,8 @@ type NFT interface {
 type HostsDeny interface {
 	Load() error
 	Has(addr netip.Addr) bool
+	Ours(addr netip.Addr) bool
+	NotOurs(addrs ...netip.Addr) []netip.Addr
 	Add(p gate.Pass) bool
 	Flush() ([]netip.Addr, error)
 	Remove(addrs ...netip.Addr) (int, error)

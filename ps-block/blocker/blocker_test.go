@@ -70,9 +70,11 @@ type fakeHD struct {
 	pend  []netip.Addr
 }
 
-func (f *fakeHD) Load() error           { return nil }
-func (f *fakeHD) Has(a netip.Addr) bool { return f.hosts[a] }
-func (f *fakeHD) Path() string          { return "hosts.deny" }
+func (f *fakeHD) Load() error                        { return nil }
+func (f *fakeHD) Has(a netip.Addr) bool              { return f.hosts[a] }
+func (f *fakeHD) Ours(a netip.Addr) bool             { return f.hosts[a] }
+func (f *fakeHD) NotOurs(...netip.Addr) []netip.Addr { return nil }
+func (f *fakeHD) Path() string                       { return "hosts.deny" }
 func (f *fakeHD) Add(p gate.Pass) bool {
 	if !p.Valid() {
 		return false

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/portsentry/pipeline/ps-block/command"
+	"github.com/portsentry/pipeline/ps-block/hostsdeny"
 	"github.com/portsentry/pipeline/shared/event"
 	"github.com/portsentry/pipeline/shared/transport"
 )
@@ -213,5 +214,40 @@ func TestAlertRecorded(t *testing.T) {
 	})
 	if len(*r3.c) != 0 {
 		t.Errorf("a 1.2 file written with BLOCK_TCP=0 was restored as blocks: %q", *r3.c)
+	}
+}
+
+// With the real hosts.deny action: a host an administrator banned for good
+// is said to be so when ps-block would add it, and the ban stays when
+// ps-block's block ends.
+func TestHostsDenyAdminLineKept(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "hosts.deny")
+	if err := os.WriteFile(p, []byte("ALL: 203.0.113.50\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tm, err := hostsdeny.NewTemplate("ALL: $TARGET$")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRig(t, func(c *Config) {
+		c.HostsDeny = hostsdeny.New(p, filepath.Join(dir, "portsentry.blocked"+hostsdeny.RecordSuffix), tm)
+		c.BlockedFile = filepath.Join(dir, "portsentry.blocked")
+	})
+	r.feed(block("203.0.113.50", "tcp", 21, ""), block("198.18.0.1", "tcp", 21, ""))
+	got := strings.Join(r.results(t), "\n")
+	if !strings.Contains(got, "hosts.deny true 203.0.113.50 tcp: already in "+p+", a line ps-block did not add") {
+		t.Errorf("results:\n%s", got)
+	}
+	unblock := func(a string) string {
+		return `{"v":1,"kind":"unblock","time":"2026-11-24T14:00:00Z","target":"` + a + `","mode":"tcp"}`
+	}
+	r.feed(unblock("203.0.113.50"), unblock("198.18.0.1"))
+	got = strings.Join(r.results(t), "\n")
+	if !strings.Contains(got, "hosts.deny true 203.0.113.50 tcp: lifted (unblocked on request): the line in "+p+" is not ps-block's, left in place") {
+		t.Errorf("results:\n%s", got)
+	}
+	if b, _ := os.ReadFile(p); string(b) != "ALL: 203.0.113.50\n" {
+		t.Errorf("hosts.deny after the lifts: %q", b)
 	}
 }

@@ -1,16 +1,31 @@
 // Package hostsdeny is the KILL_HOSTS_DENY action: it adds one line per host
-// to a TCP Wrappers hosts.deny and removes it again. The file is replaced
-// atomically (a crash leaves the old or the new file), keeps its owner and
-// mode, is never followed through a symlink, and writers from other
-// ps-block processes are locked out with flock on a lock file beside it.
-// Adds are queued and written by Flush in one rewrite, so a flood of blocks
-// costs one write per batch rather than one per line.
+// to a TCP Wrappers hosts.deny and removes it again, sharing the file with
+// administrators, fail2ban and DenyHosts, who append to it without
+// ps-block's lock:
+//
+//   - Lines are added by appending, one write per batch under the lock
+//     (other ps-block processes are kept out by flock on a lock file beside
+//     it), never by rewriting the file, so nothing another writer appends
+//     meanwhile can be lost.
+//   - Only a removal rewrites the file, atomically (a crash leaves the old or
+//     the new file), keeping its owner and mode; a change made meanwhile is
+//     detected and the rewrite done again, and bytes appended to the old file
+//     after all are carried over to the new one.
+//   - ps-block removes only the lines it added, remembered across restarts in
+//     a record file of its own; a line already there (an administrator's
+//     permanent ban) is never added again, never taken as ps-block's, and
+//     stays when ps-block's block ends.
+//
+// The file is never followed through a symlink nor opened if it is not a
+// regular file.
 package hostsdeny
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/netip"
 	"os"
@@ -21,6 +36,7 @@ import (
 
 	"github.com/portsentry/pipeline/ps-block/gate"
 	"github.com/portsentry/pipeline/ps-block/macro"
+	"github.com/portsentry/pipeline/ps-block/recfile"
 	"golang.org/x/sys/unix"
 )
 
@@ -97,16 +113,29 @@ func (t *Template) host(line []byte) (netip.Addr, bool) {
 	return a.Unmap(), true
 }
 
+// RecordSuffix is added to BLOCKED_FILE to name the file where ps-block
+// keeps the hosts.deny lines it added: "ADDRESS LINE" each.
+const RecordSuffix = ".hosts.deny"
+
 // File is one hosts.deny with an index of the hosts it names. It is not
 // safe for concurrent use; other processes are kept out by the lock file.
 type File struct {
 	path    string
+	record  string // where the lines ps-block added are remembered; "": not across restarts
 	tmpl    *Template
-	hosts   map[netip.Addr]bool // hosts with a line, as of the last read or write
+	present map[netip.Addr]bool   // hosts with a line of this template, as of the last read
+	ours    map[netip.Addr]string // hosts whose line ps-block added, with that line
+	stamp   fileStamp             // identifies the version read, to skip a re-read
 	pending []pendingLine
 	queued  map[netip.Addr]bool
-	content []byte    // the file as last read or written
-	stamp   fileStamp // identifies that version, to skip a re-read
+	// old is the file a rewrite replaced, kept open until the next edit: a
+	// writer that opened it just before the rename may still append to it,
+	// and those bytes are carried over then.
+	old     *os.File
+	oldSize int64
+	// Carried counts the bytes carried over from a replaced version (for
+	// the log and tests).
+	Carried int64
 }
 
 type pendingLine struct {
@@ -120,17 +149,20 @@ type fileStamp struct {
 	mtimNs   int64
 }
 
-// New returns the action for path; nothing is read until Load or Flush, so
-// a missing or unusable file is reported per action rather than at start.
-func New(path string, tmpl *Template) *File {
-	return &File{path: path, tmpl: tmpl, queued: map[netip.Addr]bool{}}
+// New returns the action for path; record names the file that remembers
+// the lines ps-block added ("" keeps them in memory only). Nothing is read
+// until Load, Check or Flush.
+func New(path, record string, tmpl *Template) *File {
+	return &File{path: path, record: record, tmpl: tmpl, queued: map[netip.Addr]bool{}}
 }
 
-// Load reads the file and indexes the hosts that this template's lines name.
-// The file must exist and be a writable regular file, not a symlink.
+// Load reads the file and the record of ps-block's lines. A remembered line
+// no longer in the file (an administrator removed it) is forgotten.
 func (f *File) Load() error {
-	_, err := f.read()
-	return err
+	if err := f.scan(); err != nil {
+		return err
+	}
+	return f.loadRecord()
 }
 
 // Check says why the file cannot be edited, when ps-block starts rather
@@ -138,14 +170,11 @@ func (f *File) Load() error {
 // read-only file system (a systemd unit's ProtectSystem), or in a directory
 // where the new version cannot be written.
 func (f *File) Check() error {
-	if _, err := f.read(); err != nil {
+	fd, err := f.open(os.O_WRONLY | os.O_APPEND)
+	if err != nil {
 		return err
 	}
-	w, err := os.OpenFile(f.path, os.O_WRONLY|os.O_APPEND|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("hostsdeny: %s cannot be written: %w", f.path, err)
-	}
-	w.Close()
+	fd.Close()
 	if dir := filepath.Dir(f.path); unix.Access(dir, unix.W_OK) != nil {
 		return fmt.Errorf("hostsdeny: cannot write in %s, where the new version of %s goes", dir, f.path)
 	}
@@ -158,16 +187,14 @@ func (f *File) Path() string { return f.path }
 // Has reports whether a line for addr is in the file or queued.
 func (f *File) Has(addr netip.Addr) bool {
 	addr = addr.Unmap()
-	return f.hosts[addr] || f.queued[addr]
+	return f.present[addr] || f.queued[addr]
 }
 
-// Hosts lists the hosts the file named when last read or written.
-func (f *File) Hosts() []netip.Addr {
-	out := make([]netip.Addr, 0, len(f.hosts))
-	for a := range f.hosts {
-		out = append(out, a)
-	}
-	return out
+// Ours reports whether ps-block added the host's line (or queued it).
+func (f *File) Ours(addr netip.Addr) bool {
+	addr = addr.Unmap()
+	_, ok := f.ours[addr]
+	return ok || f.queued[addr]
 }
 
 // Add queues the line for the admitted host unless it already has one; it
@@ -186,210 +213,394 @@ func (f *File) Add(p gate.Pass) bool {
 // Pending is the number of queued lines.
 func (f *File) Pending() int { return len(f.pending) }
 
-// Flush writes the queued lines in one atomic rewrite and returns the hosts
-// it added (a host another writer added meanwhile is left out). On error no
-// line was added and the queue is dropped: the caller reports each as failed.
+// Flush appends the queued lines in one write under the lock and returns
+// the hosts it added; a host another writer gave a line meanwhile is left
+// out (and is not ps-block's). On error no line was added and the queue is
+// dropped: the caller reports each as failed.
 func (f *File) Flush() ([]netip.Addr, error) {
 	pending := f.pending
 	f.pending, f.queued = nil, map[netip.Addr]bool{}
 	if len(pending) == 0 {
 		return nil, nil
 	}
-	var added []netip.Addr
-	err := f.locked(func(cur []byte) ([]byte, error) {
-		var buf bytes.Buffer
-		buf.Grow(len(cur) + len(pending)*(len(f.tmpl.text)+32))
-		buf.Write(cur)
-		if len(cur) > 0 && cur[len(cur)-1] != '\n' {
-			buf.WriteByte('\n')
-		}
-		for _, p := range pending {
-			if f.hosts[p.addr] {
-				continue
-			}
-			buf.WriteString(p.line)
-			buf.WriteByte('\n')
-			added = append(added, p.addr)
-		}
-		if len(added) == 0 {
-			return nil, nil
-		}
-		return buf.Bytes(), nil
-	})
+	unlock, err := f.lock()
 	if err != nil {
 		return nil, err
 	}
-	for _, a := range added {
-		f.hosts[a] = true
+	defer unlock()
+	if err := f.scan(); err != nil {
+		return nil, err
+	}
+	var (
+		buf, rec bytes.Buffer
+		added    []netip.Addr
+		lines    []pendingLine
+	)
+	for _, p := range pending {
+		if f.present[p.addr] {
+			continue
+		}
+		f.present[p.addr] = true // a host twice in one batch gets one line
+		buf.WriteString(p.line)
+		buf.WriteByte('\n')
+		added = append(added, p.addr)
+		lines = append(lines, p)
+	}
+	if len(added) == 0 {
+		return nil, nil
+	}
+	if err := f.append(buf.Bytes()); err != nil {
+		for _, a := range added {
+			delete(f.present, a)
+		}
+		return nil, err
+	}
+	if f.ours == nil {
+		f.ours = map[netip.Addr]string{}
+	}
+	for _, p := range lines {
+		f.ours[p.addr] = p.line
+		rec.WriteString(p.addr.String() + " " + p.line + "\n")
+	}
+	if f.record != "" {
+		if err := recfile.Append(f.record, rec.Bytes()); err != nil {
+			return added, fmt.Errorf("hostsdeny: lines added, but not remembered (they will not be removed after a restart): %w", err)
+		}
 	}
 	return added, nil
 }
 
-// Remove deletes every line this template made for the given hosts, in one
-// rewrite, and returns the number of lines removed.
-func (f *File) Remove(addrs ...netip.Addr) (int, error) {
-	drop := make(map[netip.Addr]bool, len(addrs))
-	for _, a := range addrs {
-		drop[a.Unmap()] = true
+// append writes text at the end of the file in one write, after a newline
+// if the file lacks its last one.
+func (f *File) append(text []byte) error {
+	fd, err := f.open(os.O_RDWR | os.O_APPEND)
+	if err != nil {
+		return err
 	}
-	removed := 0
-	err := f.locked(func(cur []byte) ([]byte, error) {
-		var buf bytes.Buffer
-		buf.Grow(len(cur))
-		for rest := cur; len(rest) > 0; {
-			line := rest
-			if i := bytes.IndexByte(rest, '\n'); i >= 0 {
-				line, rest = rest[:i+1], rest[i+1:]
-			} else {
-				rest = nil
-			}
-			if a, ok := f.tmpl.host(bytes.TrimRight(line, "\n")); ok && drop[a] {
-				removed++
-				continue
-			}
-			buf.Write(line)
+	defer fd.Close()
+	fi, err := fd.Stat()
+	if err != nil {
+		return fmt.Errorf("hostsdeny: %w", err)
+	}
+	if size := fi.Size(); size > 0 {
+		last := make([]byte, 1)
+		if _, err := fd.ReadAt(last, size-1); err != nil {
+			return fmt.Errorf("hostsdeny: read %s: %w", f.path, err)
 		}
-		if removed == 0 {
-			return nil, nil
+		if last[0] != '\n' {
+			text = append([]byte{'\n'}, text...)
 		}
-		return buf.Bytes(), nil
-	})
-	if err != nil {
-		return 0, err
 	}
-	for a := range drop {
-		delete(f.hosts, a)
+	if _, err := fd.Write(text); err != nil {
+		return fmt.Errorf("hostsdeny: append to %s: %w", f.path, err)
 	}
-	return removed, nil
-}
-
-// locked takes the lock, reads the current file and, if edit returns new
-// content, replaces the file with it.
-func (f *File) locked(edit func(cur []byte) ([]byte, error)) error {
-	lock, err := os.OpenFile(f.path+".lock", os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
-	if err != nil {
-		return fmt.Errorf("hostsdeny: lock %s: %w", f.path, err)
+	if err := fd.Sync(); err != nil {
+		return fmt.Errorf("hostsdeny: sync %s: %w", f.path, err)
 	}
-	defer lock.Close()
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
-		return fmt.Errorf("hostsdeny: lock %s: %w", f.path, err)
-	}
-	// Closing the descriptor releases the lock.
-	fi, err := f.read()
-	if err != nil {
-		return err
-	}
-	next, err := edit(f.content)
-	if err != nil || next == nil {
-		return err
-	}
-	if err := f.replace(next, fi); err != nil {
-		return err
+	// Unchanged by anyone else since the scan: the index is still right,
+	// and the next scan need not read the file again.
+	if after, err := fd.Stat(); err == nil && stampOf(fi) == f.stamp && after.Size() == fi.Size()+int64(len(text)) {
+		f.stamp = stampOf(after)
 	}
 	return nil
 }
 
-// read loads the file unless it is unchanged since the last read or write,
-// re-indexing its hosts. It refuses a missing file, a symlink, anything but
-// a regular file, and a file that is read-only.
-func (f *File) read() (fs.FileInfo, error) {
-	fi, err := os.Lstat(f.path)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("hostsdeny: %s does not exist (create it to enable KILL_HOSTS_DENY)", f.path)
-		}
-		return nil, fmt.Errorf("hostsdeny: %w", err)
-	}
-	if fi.Mode()&fs.ModeSymlink != 0 {
-		return nil, fmt.Errorf("hostsdeny: %s is a symlink; refusing to follow it", f.path)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("hostsdeny: %s is not a regular file (%s)", f.path, fi.Mode().Type())
-	}
-	if fi.Mode().Perm()&0o222 == 0 {
-		return nil, fmt.Errorf("hostsdeny: %s is read-only (mode %04o); not editing it", f.path, fi.Mode().Perm())
-	}
-	if st := stampOf(fi); f.hosts != nil && st == f.stamp {
-		return fi, nil
-	}
-	// O_NOFOLLOW closes the window between Lstat and open.
-	fd, err := os.OpenFile(f.path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
-	if err != nil {
-		if errors.Is(err, syscall.ELOOP) {
-			return nil, fmt.Errorf("hostsdeny: %s is a symlink; refusing to follow it", f.path)
-		}
-		return nil, fmt.Errorf("hostsdeny: %w", err)
-	}
-	defer fd.Close()
-	ofi, err := fd.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("hostsdeny: %w", err)
-	}
-	content := make([]byte, 0, ofi.Size()+512)
-	buf := bytes.NewBuffer(content)
-	if _, err := buf.ReadFrom(fd); err != nil {
-		return nil, fmt.Errorf("hostsdeny: read %s: %w", f.path, err)
-	}
-	f.content = buf.Bytes()
-	f.stamp = stampOf(ofi)
-	f.hosts = map[netip.Addr]bool{}
-	for line := range bytes.Lines(f.content) {
-		if a, ok := f.tmpl.host(bytes.TrimRight(line, "\n")); ok {
-			f.hosts[a] = true
+// Remove deletes, in one rewrite, the line ps-block added for each of the
+// given hosts, and returns how many lines it removed. A host whose line
+// ps-block did not add keeps it: NotOurs lists those.
+func (f *File) Remove(addrs ...netip.Addr) (int, error) {
+	drop := map[string]int{} // line -> how many to drop
+	var forget []netip.Addr
+	for _, a := range addrs {
+		a = a.Unmap()
+		if line, ok := f.ours[a]; ok {
+			drop[strings.TrimSpace(line)]++
+			forget = append(forget, a)
 		}
 	}
-	return ofi, nil
+	unlock, err := f.lock()
+	if err != nil {
+		return 0, err
+	}
+	defer unlock()
+	if len(drop) == 0 {
+		// Still read the file: its errors are the caller's to report.
+		return 0, f.scan()
+	}
+	removed, err := f.rewrite(drop)
+	if err != nil {
+		return 0, err
+	}
+	for _, a := range forget {
+		delete(f.ours, a)
+	}
+	if err := f.saveRecord(); err != nil {
+		return removed, err
+	}
+	return removed, nil
 }
 
-// replace writes content to a temporary file in the same directory, gives it
-// the old file's owner and mode, syncs it, renames it over the old file and
-// syncs the directory, so the new name survives a crash.
-func (f *File) replace(content []byte, old fs.FileInfo) error {
-	dir := filepath.Dir(f.path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(f.path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("hostsdeny: cannot write in %s: %w", dir, err)
-	}
-	done := false
-	defer func() {
-		if !done {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if st, ok := old.Sys().(*syscall.Stat_t); ok {
-		if err := tmp.Chown(int(st.Uid), int(st.Gid)); err != nil {
-			return fmt.Errorf("hostsdeny: keep owner of %s: %w", f.path, err)
+// NotOurs lists the hosts among addrs that have a line ps-block did not add.
+func (f *File) NotOurs(addrs ...netip.Addr) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range addrs {
+		a = a.Unmap()
+		if _, ok := f.ours[a]; !ok && f.present[a] {
+			out = append(out, a)
 		}
 	}
-	if err := tmp.Chmod(old.Mode().Perm()); err != nil {
-		return fmt.Errorf("hostsdeny: keep mode of %s: %w", f.path, err)
-	}
-	if _, err := tmp.Write(content); err != nil {
-		return fmt.Errorf("hostsdeny: write %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("hostsdeny: sync %s: %w", tmp.Name(), err)
-	}
-	fi, err := tmp.Stat()
-	if err != nil {
-		return fmt.Errorf("hostsdeny: stat %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("hostsdeny: close %s: %w", tmp.Name(), err)
-	}
-	if err := os.Rename(tmp.Name(), f.path); err != nil {
-		return fmt.Errorf("hostsdeny: replace %s: %w", f.path, err)
-	}
-	done = true
-	if d, err := os.Open(dir); err == nil {
-		err = d.Sync()
-		d.Close()
+	return out
+}
+
+// maxRetries bounds the rewrites started again because another writer
+// changed the file meanwhile.
+const maxRetries = 8
+
+// rewrite replaces the file with a copy that lacks the lines in drop (each
+// as many times as counted, the first ones), and returns how many went.
+// If the file was replaced or changed in place while the copy was made, the
+// copy is made again; what was appended is carried over.
+func (f *File) rewrite(drop map[string]int) (int, error) {
+	for try := 0; try < maxRetries; try++ {
+		fd, err := f.open(os.O_RDONLY)
 		if err != nil {
-			return fmt.Errorf("hostsdeny: sync directory %s: %w", dir, err)
+			return 0, err
+		}
+		removed, done, err := f.rewriteFrom(fd, drop)
+		if err != nil || done {
+			if !done {
+				fd.Close()
+			}
+			return removed, err
+		}
+		fd.Close()
+	}
+	return 0, fmt.Errorf("hostsdeny: %s changed during each of %d rewrites; lines not removed, will retry at the next change", f.path, maxRetries)
+}
+
+// rewriteFrom makes the new version from fd and renames it over the file
+// unless the file changed meanwhile (done false). On success fd is kept as
+// f.old, so that bytes appended to it late are carried over.
+func (f *File) rewriteFrom(fd *os.File, drop map[string]int) (removed int, done bool, err error) {
+	before, err := fd.Stat()
+	if err != nil {
+		return 0, false, fmt.Errorf("hostsdeny: %w", err)
+	}
+	w, err := recfile.Create(f.path, before.Mode().Perm())
+	if err != nil {
+		return 0, false, fmt.Errorf("hostsdeny: %w", err)
+	}
+	defer w.Close()
+	if st, ok := before.Sys().(*syscall.Stat_t); ok {
+		if err := w.Chown(int(st.Uid), int(st.Gid)); err != nil {
+			return 0, false, fmt.Errorf("hostsdeny: keep owner of %s: %w", f.path, err)
 		}
 	}
-	f.content, f.stamp = content, stampOf(fi)
+	left := make(map[string]int, len(drop))
+	for k, v := range drop {
+		left[k] = v
+	}
+	present := map[netip.Addr]bool{}
+	bw := bufio.NewWriter(w)
+	// Not recfile.Lines: a foreign line of any length is copied whole.
+	br := bufio.NewReader(io.NewSectionReader(fd, 0, before.Size()))
+	for {
+		line, rerr := br.ReadBytes('\n')
+		if len(line) > 0 {
+			text := bytes.TrimRight(line, "\r\n")
+			if n := left[string(bytes.TrimSpace(text))]; n > 0 {
+				left[string(bytes.TrimSpace(text))] = n - 1
+				removed++
+			} else {
+				bw.Write(line)
+				if a, ok := f.tmpl.host(text); ok {
+					present[a] = true
+				}
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return 0, false, fmt.Errorf("hostsdeny: read %s: %w", f.path, rerr)
+		}
+	}
+	if err := bw.Flush(); err != nil {
+		return 0, false, fmt.Errorf("hostsdeny: write %s: %w", w.Name(), err)
+	}
+	// Replaced or cut short meanwhile: start again from what is there now.
+	// Grown only (a writer appended, as they do): the new version goes in,
+	// and what was appended after the copy was read is carried over at once.
+	now, err := fd.Stat()
+	if err != nil {
+		return 0, false, fmt.Errorf("hostsdeny: %w", err)
+	}
+	cur, err := os.Lstat(f.path)
+	if err != nil || !os.SameFile(cur, before) || now.Size() < before.Size() ||
+		(now.Size() == before.Size() && !now.ModTime().Equal(before.ModTime())) {
+		return 0, false, nil
+	}
+	if err := w.Commit(); err != nil {
+		return 0, false, fmt.Errorf("hostsdeny: %w", err)
+	}
+	f.retire(fd, before.Size())
+	f.present, f.stamp = present, fileStamp{} // the new file's stamp is read at the next scan
+	return removed, true, nil
+}
+
+// retire keeps fd, the version just replaced, open until the next
+// rewrite: a writer that opened it just before the rename may append to it
+// later, and each edit under the lock carries that over.
+func (f *File) retire(fd *os.File, size int64) {
+	f.carryOver()
+	if f.old != nil {
+		f.old.Close()
+	}
+	f.old, f.oldSize = fd, size
+	f.carryOver()
+}
+
+// carryOver appends to the file what was appended to the replaced version
+// after it was read. Called under the lock.
+func (f *File) carryOver() {
+	if f.old == nil {
+		return
+	}
+	fi, err := f.old.Stat()
+	if err != nil || fi.Size() <= f.oldSize {
+		return
+	}
+	late := make([]byte, fi.Size()-f.oldSize)
+	if _, err := f.old.ReadAt(late, f.oldSize); err != nil {
+		return
+	}
+	if f.append(late) == nil {
+		f.Carried += int64(len(late))
+		f.oldSize = fi.Size()
+		f.stamp = fileStamp{} // foreign lines came in: index them again
+	}
+}
+
+// lock takes the lock file beside the file; the returned function releases
+// it (and first carries over what a late writer appended to the version the
+// last rewrite replaced).
+func (f *File) lock() (func(), error) {
+	lock, err := recfile.Open(f.path+".lock", os.O_RDWR|os.O_CREATE)
+	if err != nil {
+		return nil, fmt.Errorf("hostsdeny: lock %s: %w", f.path, err)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("hostsdeny: lock %s: %w", f.path, err)
+	}
+	f.carryOver()
+	// Closing the descriptor releases the lock.
+	return func() { lock.Close() }, nil
+}
+
+// open opens the file, refusing a missing file, a symlink, anything but a
+// regular file, and a file that is read-only.
+func (f *File) open(flag int) (*os.File, error) {
+	fd, err := recfile.OpenShared(f.path, flag)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("hostsdeny: %s does not exist (create it to enable KILL_HOSTS_DENY)", f.path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("hostsdeny: %w", err)
+	}
+	fi, err := fd.Stat()
+	if err == nil && fi.Mode().Perm()&0o222 == 0 {
+		err = fmt.Errorf("hostsdeny: %s is read-only (mode %04o); not editing it", f.path, fi.Mode().Perm())
+	}
+	if err != nil {
+		fd.Close()
+		return nil, err
+	}
+	return fd, nil
+}
+
+// scan reads the file unless it is unchanged since the last read, indexing
+// the hosts this template's lines name, a line at a time.
+func (f *File) scan() error {
+	fd, err := f.open(os.O_RDONLY)
+	if err != nil {
+		return err
+	}
+	defer fd.Close()
+	fi, err := fd.Stat()
+	if err != nil {
+		return fmt.Errorf("hostsdeny: %w", err)
+	}
+	if st := stampOf(fi); f.present != nil && st == f.stamp {
+		return nil
+	}
+	present := map[netip.Addr]bool{}
+	err = recfile.Lines(io.NewSectionReader(fd, 0, fi.Size()), func(_ int, line []byte, err error) error {
+		if err == nil {
+			if a, ok := f.tmpl.host(line); ok {
+				present[a] = true
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("hostsdeny: read %s: %w", f.path, err)
+	}
+	f.present, f.stamp = present, stampOf(fi)
+	return nil
+}
+
+// loadRecord reads the lines ps-block added; those no longer in the file
+// are forgotten, and the record rewritten without them.
+func (f *File) loadRecord() error {
+	f.ours = map[netip.Addr]string{}
+	if f.record == "" {
+		return nil
+	}
+	fd, err := recfile.Open(f.record, os.O_RDONLY)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("hostsdeny: %w", err)
+	}
+	defer fd.Close()
+	stale := 0
+	err = recfile.Lines(fd, func(n int, line []byte, err error) error {
+		addrText, text, ok := bytes.Cut(line, []byte(" "))
+		a, perr := netip.ParseAddr(string(addrText))
+		if err != nil || !ok || perr != nil {
+			stale++ // unreadable: dropped at the rewrite below
+			return nil
+		}
+		if !f.present[a.Unmap()] {
+			stale++
+			return nil
+		}
+		f.ours[a.Unmap()] = string(text)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("hostsdeny: read %s: %w", f.record, err)
+	}
+	if stale > 0 {
+		return f.saveRecord()
+	}
+	return nil
+}
+
+// saveRecord rewrites the record with the lines ps-block has in the file.
+func (f *File) saveRecord() error {
+	if f.record == "" {
+		return nil
+	}
+	var buf bytes.Buffer
+	for a, line := range f.ours {
+		buf.WriteString(a.String() + " " + line + "\n")
+	}
+	if err := recfile.Replace(f.record, buf.Bytes()); err != nil {
+		return fmt.Errorf("hostsdeny: %w", err)
+	}
 	return nil
 }
 

@@ -26,6 +26,17 @@ const DirMode = 0o750
 // os.O_CREATE to create it with mode 0600) and checks what it opened.
 // A missing file without os.O_CREATE is an error that wraps fs.ErrNotExist.
 func Open(path string, flag int) (*os.File, error) {
+	return open(path, flag, true)
+}
+
+// OpenShared is Open for a file ps-block edits but does not own (hosts.deny,
+// which TCP Wrappers and other tools share): any owner and mode, but still
+// only a regular file, never a symlink, never blocking.
+func OpenShared(path string, flag int) (*os.File, error) {
+	return open(path, flag, false)
+}
+
+func open(path string, flag int, owned bool) (*os.File, error) {
 	// O_NONBLOCK: opening a FIFO returns at once (and a FIFO opened for
 	// writing with no reader fails) instead of waiting for a peer; it has
 	// no effect on a regular file.
@@ -40,8 +51,12 @@ func Open(path string, flag int) (*os.File, error) {
 		return nil, err
 	}
 	fi, err := f.Stat()
-	if err == nil {
+	switch {
+	case err != nil:
+	case owned:
 		err = Check(path, fi)
+	case !fi.Mode().IsRegular():
+		err = fmt.Errorf("%s is not a regular file (%s): refusing it", path, fileType(fi.Mode()))
 	}
 	if err != nil {
 		f.Close()
