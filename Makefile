@@ -15,8 +15,11 @@ all: build
 
 build: $(BINS) bin/hitgen
 
+# The version every program prints (--version, its first log line).
+VERSION ?= $(shell git describe --always --dirty --tags 2>/dev/null || echo unknown)
+
 bin/%: FORCE
-	$(GO) build -trimpath -o $@ ./$*
+	$(GO) build -trimpath -ldflags "-X github.com/portsentry/pipeline/shared/stage.version=$(VERSION)" -o $@ ./$*
 
 bin/hitgen: FORCE
 	$(GO) build -o $@ ./tests/hitgen

@@ -130,11 +130,11 @@ func bindModes(cfg *config.Config, log *alert.Logger, tcp, udp bool) ([]*socket,
 		}
 		if len(m.ports) == 0 {
 			closeAll(socks)
-			return nil, fmt.Errorf("%s is empty: no %s port to watch", m.key, m.proto.Upper())
+			return nil, cfg.KeyError(m.key, fmt.Errorf("empty: no %s port to watch", m.proto.Upper()))
 		}
 		bound := bindAll(b, m.proto, m.ports, logf)
 		if len(bound) == 0 {
-			none = append(none, fmt.Sprintf("could not bind ANY %s sockets (%d ports in %s)", m.proto.Upper(), len(m.ports), m.key))
+			none = append(none, fmt.Sprintf("could not bind ANY %s sockets (%s in %s)", m.proto.Upper(), alert.Count(len(m.ports), "port"), m.key))
 		}
 		socks = append(socks, bound...)
 	}

@@ -87,7 +87,8 @@ func run(c *cli.Context) error {
 	}
 	for _, w := range []*sensor.Watch{s.TCP, s.UDP} {
 		if w != nil && !w.Advanced && len(w.Ports.List()) == 0 {
-			return stage.Fatal("%s_PORTS is empty: no %s port to watch", w.Mode.Proto().Upper(), w.Mode.Proto().Upper())
+			key := w.Mode.Proto().Upper() + "_PORTS"
+			return stage.Fatal("%v", cfg.KeyError(key, fmt.Errorf("empty: no %s port to watch in mode %s", w.Mode.Proto().Upper(), w.Mode)))
 		}
 	}
 	if file := c.String("r"); file != "" {
@@ -95,18 +96,34 @@ func run(c *cli.Context) error {
 	} else {
 		err = live(c, cfg, log, s)
 	}
-	st := &s.Decoder.Stats
-	log.Admin("%d hits; %d probes to other hosts, %d to listening ports; %d reassembled, %d fragment queues expired, %d probes with bad TCP options",
-		s.Hits, s.NotLocal, s.ToListening, st.Reassembled, st.FragExpired, st.TCPBadOptions)
-	st.Each(func(r decode.Reason, n uint64) {
-		if r.Malformed() {
-			log.Admin("%d packets dropped as %s", n, r)
-		}
-	})
 	if err != nil {
 		return stage.Fatal("%v", err)
 	}
 	return nil
+}
+
+// logSummary says what the sensor saw, once it has watched at all.
+func logSummary(log *alert.Logger, s *sensor.Sensor) {
+	st := &s.Decoder.Stats
+	log.Admin("%s; %s to other hosts, %d to listening ports; %d reassembled, %s expired, %s with bad TCP options",
+		alert.Count(s.Hits, "hit"), alert.Count(s.NotLocal, "probe"), s.ToListening, st.Reassembled,
+		alert.Count(st.FragExpired, "fragment queue"), alert.Count(st.TCPBadOptions, "probe"))
+	st.Each(func(r decode.Reason, n uint64) {
+		if r.Malformed() {
+			log.Admin("%s dropped as %s", alert.Count(n, "packet"), r)
+		}
+	})
+}
+
+// privilegeHint makes a packet socket refused for want of privilege say
+// what is needed.
+func privilegeHint(err error) error {
+	if errors.Is(err, os.ErrPermission) {
+		return fmt.Errorf("%w: capturing packets needs root or the CAP_NET_RAW capability "+
+			"(sudo, or systemd's AmbientCapabilities=CAP_NET_RAW as in contrib/systemd/ps-sniff.service; "+
+			"-r FILE replays a capture without either)", err)
+	}
+	return err
 }
 
 // watch builds the watch of the mode asked for, nil when neither is.
@@ -187,7 +204,7 @@ func live(c *cli.Context, cfg *config.Config, log *alert.Logger, s *sensor.Senso
 		Filter:    filter(s),
 	})
 	if err != nil {
-		return err
+		return privilegeHint(err)
 	}
 	defer h.Close()
 	lw, fallback, err := listening.NewKernelWatcher(s.TCP != nil, s.UDP != nil)
@@ -253,6 +270,7 @@ func live(c *cli.Context, cfg *config.Config, log *alert.Logger, s *sensor.Senso
 	}()
 	startLines(log, s, time.Now())
 	log.Admin("PortSentry is now active and listening.")
+	defer logSummary(log, s)
 	err = readLoop(h, s)
 	if ctx.Err() != nil && errors.Is(err, os.ErrClosed) {
 		log.Admin("stopping on signal")
@@ -313,6 +331,7 @@ func replay(c *cli.Context, log *alert.Logger, s *sensor.Sensor, file string) er
 	s.Out = out
 	startLines(log, s, time.Time{})
 	log.Admin("replaying %s", file)
+	defer logSummary(log, s)
 	if err := eachPacket(file, s.Packet); err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/syslog"
 	"os"
+	"strings"
 	"sync"
 	"time"
 )
@@ -121,4 +122,20 @@ func (l *Logger) emit(tag, format string, args []any) {
 		return
 	}
 	fmt.Fprintf(l.w, "%s %s[%d]: %s\n", l.now().UTC().Format(time.RFC3339), l.prog, os.Getpid(), msg)
+}
+
+// Count is n and the noun, plural unless n is 1 ("1 port", "2 ports",
+// "3 entries"), for the counts in log lines.
+func Count[N ~int | ~int64 | ~uint64](n N, noun string) string {
+	if n != 1 {
+		switch {
+		case strings.HasSuffix(noun, "y") && !strings.HasSuffix(noun, "ey"):
+			noun = noun[:len(noun)-1] + "ies"
+		case strings.HasSuffix(noun, "s"):
+			noun += "es"
+		default:
+			noun += "s"
+		}
+	}
+	return fmt.Sprintf("%d %s", n, noun)
 }

@@ -40,3 +40,22 @@ func TestTagsAndRateLimit(t *testing.T) {
 		}
 	}
 }
+
+func TestCount(t *testing.T) {
+	for _, tc := range []struct {
+		got, want string
+	}{
+		{Count(0, "port"), "0 ports"},
+		{Count(1, "port"), "1 port"},
+		{Count(uint64(1), "hit"), "1 hit"},
+		{Count(uint64(2), "hit"), "2 hits"},
+		{Count(1, "ignore entry"), "1 ignore entry"},
+		{Count(3, "ignore entry"), "3 ignore entries"},
+		{Count(2, "key"), "2 keys"},
+		{Count(2, "address"), "2 addresses"},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("got %q, want %q", tc.got, tc.want)
+		}
+	}
+}

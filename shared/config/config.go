@@ -17,6 +17,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/portsentry/pipeline/shared/suggest"
 )
 
 // DefaultPath is where every stage looks when -c is not given.
@@ -133,6 +135,9 @@ func Load(path string, warn func(string)) (*Config, error) {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.IsDir() {
+		return nil, fmt.Errorf("config %s: is a directory, not a configuration file", path)
+	}
 	return Parse(f, path, warn)
 }
 
@@ -164,7 +169,7 @@ func Parse(r io.Reader, name string, warn func(string)) (*Config, error) {
 		seen[key] = n
 		set, known := setters[key]
 		if !known {
-			warn(fmt.Sprintf("config %s line %d: unknown key %s ignored", name, n, key))
+			warn(fmt.Sprintf("config %s line %d: unknown key %s ignored%s", name, n, key, didYouMean(key)))
 			continue
 		}
 		if err := set(c, val); err != nil {
@@ -251,6 +256,19 @@ var setters = map[string]setter{
 	"BLOCK_BURST":        intKey(1, 1_000_000, func(c *Config) *int { return &c.BlockBurst }),
 	"RUN_AS_USER":        nameKey(func(c *Config) *string { return &c.RunAsUser }),
 	"PROTECT_ADDRESSES":  prefixesKey(func(c *Config) *[]netip.Prefix { return &c.ProtectAddresses }),
+}
+
+// didYouMean names the known key an unknown one is likely a typo of, since
+// the default of the key meant applies silently otherwise.
+func didYouMean(key string) string {
+	near, ok := suggest.Nearest(key, Keys())
+	switch {
+	case !ok:
+		return ""
+	case strings.EqualFold(near, key):
+		return fmt.Sprintf(": did you mean %s? (keys are upper case)", near)
+	}
+	return fmt.Sprintf(": did you mean %s?", near)
 }
 
 // Keys lists every key this package knows, sorted.

@@ -133,9 +133,33 @@ func TestWarnings(t *testing.T) {
 	}
 }
 
+// A mistyped key names the key it was likely meant to be: otherwise that
+// key's default applies with no more than "unknown key".
+func TestWarningNearestKey(t *testing.T) {
+	text := "NFT_BLOK=\"0\"\nblock_udp=\"0\"\nSCAN_TRIGER=\"2\"\nKILL_ROUTE6=\"x $TARGET$\"\nSOME_2X_KEY=\"x\"\n"
+	var warnings []string
+	if _, err := Parse(strings.NewReader(text), "t.conf", func(w string) { warnings = append(warnings, w) }); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"config t.conf line 1: unknown key NFT_BLOK ignored: did you mean NFT_BLOCK?",
+		"config t.conf line 2: unknown key block_udp ignored: did you mean BLOCK_UDP? (keys are upper case)",
+		"config t.conf line 3: unknown key SCAN_TRIGER ignored: did you mean SCAN_TRIGGER?",
+		"config t.conf line 4: unknown key KILL_ROUTE6 ignored: did you mean KILL_ROUTE?",
+		"config t.conf line 5: unknown key SOME_2X_KEY ignored",
+	}
+	if !slices.Equal(warnings, want) {
+		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(warnings, "\n"), strings.Join(want, "\n"))
+	}
+}
+
 func TestLoadMissing(t *testing.T) {
 	if _, err := Load("/nonexistent/portsentry.conf", nil); err == nil {
 		t.Error("an explicit missing file must be an error")
+	}
+	_, err := Load(t.TempDir(), nil)
+	if err == nil || !strings.Contains(err.Error(), "is a directory, not a configuration file") {
+		t.Errorf("a directory given as the file: error %v", err)
 	}
 }
 

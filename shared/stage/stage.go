@@ -4,15 +4,19 @@
 package stage
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/portsentry/pipeline/shared/alert"
 	"github.com/portsentry/pipeline/shared/config"
 	"github.com/portsentry/pipeline/shared/slice"
+	"github.com/portsentry/pipeline/shared/suggest"
 	"github.com/portsentry/pipeline/shared/transport"
 	"github.com/urfave/cli/v2"
 )
@@ -56,9 +60,9 @@ func Setup(c *cli.Context, prog string) (*config.Config, *alert.Logger, error) {
 		return nil, nil, err
 	}
 	if cfg.Source == "" {
-		log.Admin("no %s: using built-in defaults", config.DefaultPath)
+		log.Admin("%s %s starting: no %s, using built-in defaults", prog, Version(), config.DefaultPath)
 	} else {
-		log.Admin("configuration read from %s", cfg.Source)
+		log.Admin("%s %s starting: configuration read from %s", prog, Version(), cfg.Source)
 	}
 	// Every stage is on the path from a scanner's first probe to its
 	// block: each one must run the moment its input arrives.
@@ -96,27 +100,106 @@ func Fatal(format string, args ...any) error {
 }
 
 // Main runs a program's app and exits 1, after a message naming the
-// program, when it fails.
+// program, when it fails. Standard output carries event lines only: the
+// help goes to standard error, and a usage error is one line there (with
+// the flag it was likely meant to be) and exit status 2, so a mistyped
+// flag never feeds the next stage of a pipeline a page of help.
 func Main(app *cli.App) {
-	// Errors from Fatal too: print them with the program's name, which
-	// tells which stage of a pipeline stopped.
+	action := app.Action
+	app.Action = func(c *cli.Context) error {
+		if c.Bool(flagVersion) {
+			fmt.Printf("%s %s\n", app.Name, Version())
+			return nil
+		}
+		return action(c)
+	}
+	app.Flags = append(app.Flags, &cli.BoolFlag{Name: flagVersion, Usage: "print the version and exit"})
+	app.HideVersion = true     // the flag above: cli's own would print on standard error, with "-v"
+	app.HideHelpCommand = true // no subcommands: "help" is not one either
+	app.Writer = os.Stderr
+	app.OnUsageError = func(_ *cli.Context, err error, _ bool) error {
+		return usageError(app, "%v%s", err, flagHint(app, err))
+	}
 	// None of the programs takes an argument: a stray word is a mistake.
 	app.Before = func(c *cli.Context) error {
 		if c.NArg() > 0 {
-			return Fatal("unexpected argument %q (see --help)", c.Args().First())
+			return usageError(app, "unexpected argument %q", c.Args().First())
 		}
 		return nil
 	}
+	// Errors from Fatal too: print them with the program's name, which
+	// tells which stage of a pipeline stopped.
 	app.ExitErrHandler = func(_ *cli.Context, err error) {
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "%s: %v\n", app.Name, err)
-			os.Exit(1)
+			exit(app, err)
 		}
 	}
 	if err := app.Run(os.Args); err != nil {
-		fmt.Fprintf(os.Stderr, "%s: %v\n", app.Name, err)
-		os.Exit(1)
+		exit(app, err)
 	}
+}
+
+const flagVersion = "version"
+
+// exitUsage is the status of a usage error, as for most Unix commands.
+const exitUsage = 2
+
+func exit(app *cli.App, err error) {
+	fmt.Fprintf(os.Stderr, "%s: %v\n", app.Name, err)
+	code := 1
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) && ec.ExitCode() != 0 {
+		code = ec.ExitCode()
+	}
+	os.Exit(code)
+}
+
+func usageError(app *cli.App, format string, args ...any) error {
+	return cli.Exit(fmt.Sprintf(format, args...)+fmt.Sprintf(" (see %s --help)", app.Name), exitUsage)
+}
+
+// flagHint names the flag an unknown one was likely meant to be.
+func flagHint(app *cli.App, err error) string {
+	_, bad, found := strings.Cut(err.Error(), "flag provided but not defined: ")
+	if !found {
+		return ""
+	}
+	var names []string
+	for _, f := range app.Flags {
+		names = append(names, f.Names()...)
+	}
+	names = append(names, "help")
+	if near, ok := suggest.Nearest(strings.TrimLeft(bad, "-"), names); ok {
+		return fmt.Sprintf(": did you mean -%s?", near)
+	}
+	return ""
+}
+
+// version is set by the Makefile (-ldflags "-X ...stage.version=...") to
+// `git describe` of the tree it built.
+var version string
+
+// Version is the build's version: the Makefile's, else what the Go
+// toolchain recorded from version control (a module version, a commit),
+// else "devel"; and the Go release.
+func Version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown (no build information)"
+	}
+	v := version
+	if v == "" {
+		v = bi.Main.Version
+	}
+	if v == "" || v == "(devel)" {
+		v = "devel"
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				v += " " + s.Value
+			}
+		}
+	}
+	return v + " " + bi.GoVersion
 }
 
 // Serve feeds h the lines of --listen's socket or of standard input, until
