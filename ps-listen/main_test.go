@@ -224,7 +224,7 @@ func TestBinaryOneModeBound(t *testing.T) {
 	defer closeAll([]*socket{held})
 	p := startProc(t, bin, "-tcp", "-udp", "-c", writeConfig(t, `TCP_PORTS="`+portList(ports[:1])+`"`, `UDP_PORTS="`+portList(ports[1:])+`"`))
 	p.waitActive(t)
-	if want := "securityalert: could not bind ANY UDP sockets (1 ports in UDP_PORTS): that mode watches nothing"; !strings.Contains(p.stderr.String(), want) {
+	if want := "securityalert: could not bind ANY UDP sockets (1 port in UDP_PORTS): that mode watches nothing"; !strings.Contains(p.stderr.String(), want) {
 		t.Errorf("no %q in:\n%s", want, p.stderr)
 	}
 	dst := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), ports[0])
