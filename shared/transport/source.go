@@ -9,10 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"os"
-	"sync"
-	"syscall"
 
 	"github.com/portsentry/pipeline/shared/event"
 )
@@ -88,78 +84,3 @@ func readLines(r io.Reader, origin string, h Handler, locked func(func())) error
 		}
 	}
 }
-
-// MaxWriters bounds the connections a listening socket serves at once.
-const MaxWriters = 64
-
-// Listener serves a Unix stream socket on which several writers send lines.
-type Listener struct {
-	ln   *net.UnixListener
-	path string
-	mu   sync.Mutex // serialises Handler calls
-}
-
-// Listen creates the socket at path (mode 0660: owner and group may write)
-// and serves it until Close. A stale socket file left by a dead process is
-// replaced; a live one is an error, so two instances never share a path.
-// logf reports connections and refusals.
-func Listen(path string, h Handler, logf func(format string, args ...any)) (*Listener, error) {
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode().Type() != os.ModeSocket {
-			return nil, fmt.Errorf("listen %s: exists and is not a socket", path)
-		}
-		if c, err := net.Dial("unix", path); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("listen %s: another process is serving it", path)
-		}
-		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("listen %s: removing stale socket: %w", path, err)
-		}
-	}
-	old := syscall.Umask(0o117)
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	syscall.Umask(old)
-	if err != nil {
-		return nil, fmt.Errorf("listen: %w", err)
-	}
-	l := &Listener{ln: ln, path: path}
-	sem := make(chan struct{}, MaxWriters)
-	go func() {
-		id := 0
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				if !errors.Is(err, net.ErrClosed) {
-					logf("listen %s: %v", path, err)
-				}
-				return
-			}
-			id++
-			select {
-			case sem <- struct{}{}:
-			default:
-				logf("listen %s: writer %d refused: %d writers already connected", path, id, MaxWriters)
-				c.Close()
-				continue
-			}
-			go func(c net.Conn, origin string) {
-				defer func() { <-sem }()
-				defer c.Close()
-				if err := readLines(c, origin, h, l.locked); err != nil {
-					logf("%v", err)
-				}
-			}(c, fmt.Sprintf("%s writer %d", path, id))
-		}
-	}()
-	return l, nil
-}
-
-func (l *Listener) locked(f func()) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	f()
-}
-
-// Close stops accepting and removes the socket file. Connected writers are
-// served until they close.
-func (l *Listener) Close() error { return l.ln.Close() }
