@@ -19,8 +19,10 @@ import (
 	"github.com/portsentry/pipeline/shared/alert"
 	"github.com/portsentry/pipeline/shared/config"
 	"github.com/portsentry/pipeline/shared/event"
+	"github.com/portsentry/pipeline/shared/fleet"
 	"github.com/portsentry/pipeline/shared/guard"
 	"github.com/portsentry/pipeline/shared/stage"
+	"github.com/portsentry/pipeline/shared/transport"
 	"github.com/urfave/cli/v2"
 )
 
@@ -28,9 +30,10 @@ func main() {
 	app := &cli.App{
 		Name:      "ps-block",
 		Usage:     "carry out PortSentry decisions: nftables, hosts.deny, KILL_ROUTE, KILL_RUN_CMD",
-		UsageText: "ps-judge | ps-block [-c FILE] [--syslog] [--listen PATH] [--connect PATH] [--dry-run]",
+		UsageText: "ps-judge | ps-block [-c FILE] [--syslog] [--listen PATH] [--connect PATH] [--dry-run] [--fleet nats://HOST:PORT]",
 		Flags: append(stage.ConfigFlags(), stage.ListenFlag(), stage.ConnectFlag(),
 			&cli.BoolFlag{Name: "dry-run", Usage: "print what would be done and change nothing"},
+			&cli.StringFlag{Name: "fleet", Usage: "join the fleet on the NATS server `URL` (nats://HOST:PORT or tls://HOST:PORT): publish this host's decisions, apply every member's that this host's guard allows, and register this host's addresses so that no member blocks them"},
 		),
 		Action: run,
 	}
@@ -56,7 +59,10 @@ func run(c *cli.Context) error {
 	defer close(stop)
 	go keeper.Watch(stop)
 
-	out := stage.Output(c, log)
+	out, err := stage.Output(c, cfg, log, fleet.Results)
+	if err != nil {
+		return err
+	}
 	defer out.Close()
 	bc.Out = out
 	bc.Log = log
@@ -91,7 +97,16 @@ func run(c *cli.Context) error {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
-	err = stage.Serve(c, b, log, outFailed)
+	var input transport.Handler = b
+	if url := c.String("fleet"); url != "" {
+		m, err := joinFleet(url, cfg, b, keeper, log)
+		if err != nil {
+			return stage.Fatal("--fleet: %v", err)
+		}
+		defer m.close(log)
+		input = m
+	}
+	err = stage.Serve(c, cfg, input, log, outFailed)
 	if err == nil {
 		drain(b, log, sigs)
 	}

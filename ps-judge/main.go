@@ -11,6 +11,7 @@ import (
 
 	"github.com/portsentry/pipeline/shared/alert"
 	"github.com/portsentry/pipeline/shared/event"
+	"github.com/portsentry/pipeline/shared/fleet"
 	"github.com/portsentry/pipeline/shared/guard"
 	"github.com/portsentry/pipeline/shared/judge"
 	"github.com/portsentry/pipeline/shared/stage"
@@ -43,8 +44,17 @@ func run(c *cli.Context) error {
 	defer close(stop)
 	go keeper.Watch(stop)
 
-	out := stage.Output(c, log)
+	out, err := stage.Output(c, cfg, log, fleet.Decisions)
+	if err != nil {
+		return err
+	}
+	// Every decision names the host that made it (SPEC, Transports).
+	host, err := fleet.HostName(&cfg.Fleet)
+	if err != nil {
+		log.Admin("%v: decisions will name no host", err)
+	}
 	j := &judgeStage{
+		host:    host,
 		log:     log,
 		guard:   keeper,
 		out:     out,
@@ -64,11 +74,12 @@ func run(c *cli.Context) error {
 		j.summary()
 	}()
 
-	return stage.Serve(c, j, log, j.failed)
+	return stage.Serve(c, cfg, j, log, j.failed)
 }
 
 // judgeStage is the transport.Handler that turns lines into decisions.
 type judgeStage struct {
+	host    string // names each decision
 	log     *alert.Logger
 	guard   *guard.Keeper
 	model   judge.Model
@@ -176,6 +187,9 @@ const flushGap = time.Millisecond
 // write sends a decision: the hits still waiting to be read must not delay
 // the line that gets a scanner blocked.
 func (j *judgeStage) write(e *event.Event) {
+	if e.Host == "" {
+		e.Host = j.host
+	}
 	j.buf = event.Append(j.buf[:0], e)
 	if err := j.out.Write(j.buf); err != nil {
 		j.fail(err)

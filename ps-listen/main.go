@@ -16,6 +16,7 @@ import (
 	"github.com/portsentry/pipeline/shared/alert"
 	"github.com/portsentry/pipeline/shared/config"
 	"github.com/portsentry/pipeline/shared/event"
+	"github.com/portsentry/pipeline/shared/fleet"
 	"github.com/portsentry/pipeline/shared/privdrop"
 	"github.com/portsentry/pipeline/shared/stage"
 	"github.com/portsentry/pipeline/shared/transport"
@@ -52,7 +53,11 @@ func run(c *cli.Context) error {
 		return stage.Fatal("%v", err)
 	}
 	// --connect dials now, while the socket's group still lets it in.
-	out := stage.Output(c, log)
+	out, err := stage.Output(c, cfg, log, fleet.Hits)
+	if err != nil {
+		closeAll(socks)
+		return err
+	}
 	defer out.Close()
 	// Privileges go before anything reads from the network.
 	msg, err := privdrop.To(cfg.RunAsUser)

@@ -28,6 +28,7 @@ import (
 	"github.com/portsentry/pipeline/shared/alert"
 	"github.com/portsentry/pipeline/shared/config"
 	"github.com/portsentry/pipeline/shared/event"
+	"github.com/portsentry/pipeline/shared/fleet"
 	"github.com/portsentry/pipeline/shared/privdrop"
 	"github.com/portsentry/pipeline/shared/stage"
 	"github.com/portsentry/pipeline/shared/transport"
@@ -92,7 +93,7 @@ func run(c *cli.Context) error {
 		}
 	}
 	if file := c.String("r"); file != "" {
-		err = replay(c, log, s, file)
+		err = replay(c, cfg, log, s, file)
 	} else {
 		err = live(c, cfg, log, s)
 	}
@@ -220,7 +221,10 @@ func live(c *cli.Context, cfg *config.Config, log *alert.Logger, s *sensor.Senso
 		return err
 	}
 	// --connect dials now, while the socket's group still lets it in.
-	out := stage.Output(c, log)
+	out, err := stage.Output(c, cfg, log, fleet.Hits)
+	if err != nil {
+		return err
+	}
 	defer out.Close()
 	// Privileges go before anything reads from the network.
 	msg, err := privdrop.To(cfg.RunAsUser)
@@ -302,7 +306,7 @@ func readLoop(h *capture.Handle, s *sensor.Sensor) error {
 	}
 }
 
-func replay(c *cli.Context, log *alert.Logger, s *sensor.Sensor, file string) error {
+func replay(c *cli.Context, cfg *config.Config, log *alert.Logger, s *sensor.Sensor, file string) error {
 	isLocal := func(netip.Addr) bool { return true }
 	if list := c.StringSlice("addr"); len(list) > 0 {
 		set := map[netip.Addr]bool{}
@@ -326,7 +330,10 @@ func replay(c *cli.Context, log *alert.Logger, s *sensor.Sensor, file string) er
 		return err
 	}
 	s.Listening, s.IsLocal = &learn.Ports, isLocal
-	out := stage.Output(c, log)
+	out, err := stage.Output(c, cfg, log, fleet.Hits)
+	if err != nil {
+		return err
+	}
 	defer out.Close()
 	s.Out = out
 	startLines(log, s, time.Time{})

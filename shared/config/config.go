@@ -58,6 +58,7 @@ type Config struct {
 	BlockBurst       int
 	RunAsUser        string
 	ProtectAddresses []netip.Prefix // never blocked, like the host's own addresses
+	Fleet            Fleet          // the NATS keys (fleet.go)
 }
 
 // Default returns the built-in defaults: those of PortSentry 1.2's shipped

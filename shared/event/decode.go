@@ -65,7 +65,7 @@ type value struct {
 // fields holds the known keys of a line before validation.
 type fields struct {
 	v, kind, time, sensor, mode, proto, src, sport, dst, dport, scan, flags value
-	target, port, hits, until, action, ok, detail                           value
+	target, port, hits, until, action, ok, detail, host                     value
 }
 
 func (f *fields) slot(key []byte) *value {
@@ -108,6 +108,8 @@ func (f *fields) slot(key []byte) *value {
 		return &f.ok
 	case "detail":
 		return &f.detail
+	case "host":
+		return &f.host
 	}
 	return nil
 }
@@ -428,7 +430,12 @@ func (f *fields) validate(e *Event) error {
 			}
 			e.Hits = n
 		}
-		e.Until, err = timeField(f.until, "until", false)
+		if e.Until, err = timeField(f.until, "until", false); err != nil {
+			return err
+		}
+		if e.Host, err = str(f.host, "host", false); err == nil && f.host.set && !ValidHost(e.Host) {
+			err = bad("host", "%q is not a host name of 1 to %d letters, digits, _ and -", e.Host, MaxHost)
+		}
 		return err
 	}
 }

@@ -46,6 +46,9 @@ func Append(dst []byte, e *Event) []byte {
 	default:
 		dst = appendAddr(dst, "target", e.Target)
 		dst = appendString(dst, "mode", e.Mode.String())
+		if e.Host != "" {
+			dst = appendString(dst, "host", e.Host)
+		}
 		if e.Kind != KindUnblock {
 			dst = appendString(dst, "proto", e.Mode.Proto().String())
 			dst = appendInt(dst, "port", int(e.Port))

@@ -217,11 +217,32 @@ type Event struct {
 	Port   uint16
 	Hits   int
 	Until  time.Time // zero: never ends
+	Host   string    // the host that made a decision (ValidHost), "" when unnamed
 
 	// result
 	Action string
 	OK     bool
 	Detail string
+}
+
+// MaxHost is the longest host name a decision may carry.
+const MaxHost = 64
+
+// ValidHost reports whether s may name the host that made a decision: 1 to
+// MaxHost letters, digits, _ and -. The name is also a token of NATS
+// subjects and a key of the fleet's member bucket, where a dot, a space or
+// a wildcard would change the meaning.
+func ValidHost(s string) bool {
+	if s == "" || len(s) > MaxHost {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // Addr returns the address an event is about: the source of a hit, the

@@ -28,6 +28,8 @@ func TestDecodeValid(t *testing.T) {
 			Event{Kind: KindUnblock, Time: tm, Target: netip.MustParseAddr("198.18.0.1"), Mode: ModeATCP, Proto: ProtoTCP}},
 		{"block with until", `{"v":1,"kind":"block","time":"2026-11-24T14:29:45.057153Z","target":"198.18.0.1","mode":"atcp","proto":"tcp","port":21,"scan":"syn","hits":1,"until":"2026-11-25T14:29:45Z"}`,
 			Event{Kind: KindBlock, Time: tm, Target: netip.MustParseAddr("198.18.0.1"), Mode: ModeATCP, Proto: ProtoTCP, Port: 21, Scan: ScanSYN, Hits: 1, Until: time.Date(2026, 11, 25, 14, 29, 45, 0, time.UTC)}},
+		{"decision naming its host", `{"v":1,"kind":"run","time":"2026-11-24T14:29:45.057153Z","target":"198.18.0.1","mode":"audp","host":"web_01-a","port":7,"hits":2}`,
+			Event{Kind: KindRun, Time: tm, Target: netip.MustParseAddr("198.18.0.1"), Mode: ModeAUDP, Proto: ProtoUDP, Port: 7, Hits: 2, Host: "web_01-a"}},
 		{"time with offset becomes UTC", `{"v":1,"kind":"alert","time":"2026-11-24T15:29:45.057153+01:00","target":"198.18.0.1","mode":"sudp"}`,
 			Event{Kind: KindAlert, Time: tm, Target: netip.MustParseAddr("198.18.0.1"), Mode: ModeSUDP, Proto: ProtoUDP}},
 		{"result", `{"v":1,"kind":"result","time":"2026-11-24T14:29:45.057153Z","target":"198.18.0.1","mode":"atcp","action":"nft","ok":true,"detail":"added to set portsentry4"}`,

@@ -1,8 +1,8 @@
 // Package guard decides which addresses may never be acted upon: the
 // unspecified, loopback, multicast and broadcast addresses, this host's own
 // addresses and the network and broadcast addresses of its IPv4 subnets,
-// its default gateways and name servers, the ignore file and the
-// PROTECT_ADDRESSES key. ps-judge asks it before deciding and ps-block asks
+// its default gateways and name servers, the fleet's members, the ignore
+// file and the PROTECT_ADDRESSES key. ps-judge asks it before deciding and ps-block asks
 // again before acting, so a forged probe cannot make either turn on the host
 // itself or on what it depends on.
 //
@@ -13,7 +13,9 @@ package guard
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 
 	"github.com/portsentry/pipeline/shared/ignore"
 )
@@ -24,6 +26,9 @@ type System struct {
 	Subnets   []netip.Prefix // the on-link prefix of each own address
 	Gateways  []netip.Addr
 	Resolvers []netip.Addr
+	// Members are the other hosts of the fleet (address -> host name), as
+	// they registered in the fleet's member bucket (package fleet).
+	Members map[netip.Addr]string
 }
 
 // Protection is one protected prefix and why it is protected.
@@ -80,6 +85,10 @@ func New(ign *ignore.List, protect []netip.Prefix, sys *System) *Set {
 			add(network, fmt.Sprintf("the network address of this host's subnet %s", p))
 			add(broadcast, fmt.Sprintf("the broadcast address of this host's subnet %s", p))
 		}
+	}
+	// In address order: Protections lists them in the order added.
+	for _, a := range slices.SortedFunc(maps.Keys(sys.Members), netip.Addr.Compare) {
+		add(a, "a member of the fleet ("+sys.Members[a]+")")
 	}
 	return s
 }

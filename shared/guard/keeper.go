@@ -38,7 +38,8 @@ type Keeper struct {
 	protect     []netip.Prefix
 	log         func(format string, args ...any)
 	cur         atomic.Pointer[Set]
-	missing     atomic.Bool // the ignore file did not exist at the last reload
+	missing     atomic.Bool                           // the ignore file did not exist at the last reload
+	members     atomic.Pointer[map[netip.Addr]string] // the fleet's, when this host is a member
 
 	mu         sync.Mutex // serialises Reload and Remind
 	lastRemind time.Time
@@ -58,6 +59,12 @@ func newKeeper(ignoreFile string, resolvConfs []string, protect []netip.Prefix, 
 
 // Current is the Set in force.
 func (k *Keeper) Current() *Set { return k.cur.Load() }
+
+// SetMembers replaces the fleet's member addresses and builds a new Set.
+func (k *Keeper) SetMembers(m map[netip.Addr]string) {
+	k.members.Store(&m)
+	k.Reload("fleet members")
+}
 
 // Reload builds a new Set now. why says what prompted it, for the log.
 func (k *Keeper) Reload(why string) {
@@ -84,9 +91,12 @@ func (k *Keeper) Reload(why string) {
 		k.log("%v", err)
 		sys = &System{}
 	}
+	if m := k.members.Load(); m != nil {
+		sys.Members = *m
+	}
 	k.cur.Store(New(ign, k.protect, sys))
-	k.log("guard (%s): %d ignore entries, %d own addresses, %d gateways, %d name servers, %d protected networks",
-		why, ign.Len(), len(sys.Own), len(sys.Gateways), len(sys.Resolvers), len(k.protect))
+	k.log("guard (%s): %d ignore entries, %d own addresses, %d gateways, %d name servers, %d fleet member addresses, %d protected networks",
+		why, ign.Len(), len(sys.Own), len(sys.Gateways), len(sys.Resolvers), len(sys.Members), len(k.protect))
 }
 
 // sayMissing warns that the ignore file is missing, if it is. k.mu is held.

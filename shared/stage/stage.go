@@ -15,6 +15,7 @@ import (
 
 	"github.com/portsentry/pipeline/shared/alert"
 	"github.com/portsentry/pipeline/shared/config"
+	"github.com/portsentry/pipeline/shared/fleet"
 	"github.com/portsentry/pipeline/shared/slice"
 	"github.com/portsentry/pipeline/shared/suggest"
 	"github.com/portsentry/pipeline/shared/transport"
@@ -39,12 +40,12 @@ func ConfigFlags() []cli.Flag {
 
 // ListenFlag is --listen, for the stages that read event lines.
 func ListenFlag() cli.Flag {
-	return &cli.StringFlag{Name: FlagListen, Usage: "read event lines from writers connecting to the Unix socket `PATH` instead of standard input"}
+	return &cli.StringFlag{Name: FlagListen, Usage: "read event lines from writers connecting to the Unix socket `PATH` instead of standard input (ps-judge: or the hits of every sensor publishing to the NATS server nats://HOST:PORT)"}
 }
 
 // ConnectFlag is --connect, for the stages that write event lines.
 func ConnectFlag() cli.Flag {
-	return &cli.StringFlag{Name: FlagConnect, Usage: "write event lines to the Unix socket `PATH` instead of standard output"}
+	return &cli.StringFlag{Name: FlagConnect, Usage: "write event lines to the Unix socket `PATH` instead of standard output, or publish them to the NATS server nats://HOST:PORT (tls://HOST:PORT)"}
 }
 
 // Setup opens the logger and loads the configuration named by the flags,
@@ -85,12 +86,38 @@ func OneProcessor() {
 	}
 }
 
-// Output returns the Sink the flags name: --connect's socket or stdout.
-func Output(c *cli.Context, log *alert.Logger) *transport.Sink {
-	if p := c.String(FlagConnect); p != "" {
-		return transport.Connect(p, func(format string, args ...any) { log.Admin(format, args...) })
+// Output returns the Sink the flags name: --connect's socket, a NATS
+// server (lines says what the stage writes: hits and results go out on
+// core NATS, decisions into the fleet's stream), or stdout.
+func Output(c *cli.Context, cfg *config.Config, log *alert.Logger, lines fleet.Lines) (*transport.Sink, error) {
+	p := c.String(FlagConnect)
+	logf := func(format string, args ...any) { log.Admin(format, args...) }
+	switch {
+	case fleet.IsURL(p):
+		host, err := fleet.HostName(&cfg.Fleet)
+		if err != nil {
+			return nil, Fatal("%v", err)
+		}
+		nc, err := fleet.Dial(p, &cfg.Fleet, c.App.Name+" on "+host, logf)
+		if err != nil {
+			return nil, Fatal("--connect: %v", err)
+		}
+		switch lines {
+		case fleet.Decisions:
+			o, err := fleet.NewOutbox(nc, host, c.App.Name, logf)
+			if err != nil {
+				nc.Close()
+				return nil, Fatal("--connect: %v", err)
+			}
+			return transport.NewWriteCloser(o), nil
+		case fleet.Results:
+			return transport.NewWriteCloser(fleet.NewCore(nc, fleet.ResultSubject(host), logf)), nil
+		}
+		return transport.NewWriteCloser(fleet.NewCore(nc, fleet.HitSubject(host), logf)), nil
+	case p != "":
+		return transport.Connect(p, logf), nil
 	}
-	return transport.Stdout()
+	return transport.Stdout(), nil
 }
 
 // Fatal is the error a program's Action returns to stop with a message and
@@ -205,12 +232,24 @@ func Version() string {
 // Serve feeds h the lines of --listen's socket or of standard input, until
 // SIGINT or SIGTERM, the end of standard input, or an error on failed (the
 // stage's own output has gone), and says which in its error.
-func Serve(c *cli.Context, h transport.Handler, log *alert.Logger, failed <-chan error) error {
+func Serve(c *cli.Context, cfg *config.Config, h transport.Handler, log *alert.Logger, failed <-chan error) error {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
 	done := make(chan error, 1)
-	if path := c.String(FlagListen); path != "" {
+	if url := c.String(FlagListen); fleet.IsURL(url) {
+		// Only hits come in over core NATS; ps-block follows the fleet's
+		// decisions with --fleet, beside its own input.
+		nc, err := fleet.Dial(url, &cfg.Fleet, c.App.Name, func(f string, a ...any) { log.Admin(f, a...) })
+		if err != nil {
+			return Fatal("--listen: %v", err)
+		}
+		defer nc.Close()
+		if _, err := fleet.ReadHits(nc, h); err != nil {
+			return Fatal("--listen: %v", err)
+		}
+		log.Admin("reading the hit lines of the fleet's sensors from %s", url)
+	} else if path := c.String(FlagListen); path != "" {
 		ln, err := transport.Listen(path, h, func(f string, a ...any) { log.Admin(f, a...) })
 		if err != nil {
 			return Fatal("%v", err)

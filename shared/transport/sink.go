@@ -43,6 +43,7 @@ type Sink struct {
 	backoff  time.Time
 	stop     chan struct{} // ends the retry loop of a --connect Sink
 	failures int           // connection attempts failed in a row
+	closer   io.Closer     // NewWriteCloser: closed after the last flush
 }
 
 // Stdout returns a Sink on standard output. A write to a pipe whose reader
@@ -55,6 +56,12 @@ func Stdout() *Sink {
 
 // NewWriter returns a Sink on any writer, for tests and tools.
 func NewWriter(w io.Writer) *Sink { return &Sink{w: bufio.NewWriterSize(w, 64*1024)} }
+
+// NewWriteCloser returns a Sink on w that closes w when it is closed: a
+// NATS publisher (package fleet) sends what waits before it returns.
+func NewWriteCloser(w io.WriteCloser) *Sink {
+	return &Sink{w: bufio.NewWriterSize(w, 64*1024), closer: w}
+}
 
 // Connect returns a Sink on the Unix stream socket at path. It connects at
 // once if it can, else on the first flush, and reconnects after failures,
@@ -230,6 +237,12 @@ func (s *Sink) Close() error {
 	if s.stop != nil {
 		close(s.stop)
 		s.stop = nil
+	}
+	if s.closer != nil {
+		if cerr := s.closer.Close(); err == nil {
+			err = cerr
+		}
+		s.closer = nil
 	}
 	return err
 }

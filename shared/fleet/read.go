@@ -1,0 +1,146 @@
+package fleet
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/portsentry/pipeline/shared/event"
+	"github.com/portsentry/pipeline/shared/transport"
+)
+
+// ErrNotOneLine refuses a message that holds more than one line: every
+// message is one event line.
+var ErrNotOneLine = errors.New("message holds more than one line")
+
+// oneLine checks a message's framing as transport checks a pipe's: one
+// line, at most event.MaxLine bytes with its newline, which may be absent.
+func oneLine(b []byte) ([]byte, error) {
+	b = bytes.TrimSuffix(b, []byte("\n"))
+	switch {
+	case len(b)+1 > event.MaxLine:
+		return nil, transport.ErrTooLong
+	case bytes.IndexByte(b, '\n') >= 0:
+		return nil, ErrNotOneLine
+	}
+	return b, nil
+}
+
+// Bounds of what a subscriber keeps before the handler takes it; beyond
+// them the server's messages are dropped and nats.go reports a slow
+// consumer, which the connection's error handler logs.
+const (
+	pendingMsgs  = 64 * 1024
+	pendingBytes = 64 << 20
+)
+
+// ReadHits feeds h the hit lines every sensor of the fleet publishes, as a
+// Unix socket's writers would, until the subscription is drained. The lines
+// are decoded and checked by h, like any other.
+func ReadHits(nc *nats.Conn, h transport.Handler) (*nats.Subscription, error) {
+	n := 0
+	var sub *nats.Subscription
+	sub, err := nc.Subscribe(Prefix+".hit.>", func(m *nats.Msg) {
+		n++
+		data, err := oneLine(m.Data)
+		h.Line("NATS "+m.Subject, n, data, err)
+		if msgs, _, _ := sub.Pending(); msgs == 0 {
+			h.Idle()
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("NATS subscribe %s.hit.>: %w", Prefix, err)
+	}
+	if err := sub.SetPendingLimits(pendingMsgs, pendingBytes); err != nil {
+		return nil, fmt.Errorf("NATS subscribe %s.hit.>: %w", Prefix, err)
+	}
+	return sub, nil
+}
+
+// checkDecision checks a message of the stream beyond its framing: a
+// block, run or unblock, naming the host of its subject, on the one
+// subject of its host, mode and target. A member's credentials may then be
+// limited to its own subjects, and no member speaks in another's name.
+func checkDecision(subject string, data []byte, ev *event.Event) ([]byte, error) {
+	line, err := oneLine(data)
+	if err != nil {
+		return nil, err
+	}
+	if err := event.DecodeInto(ev, line); err != nil {
+		return nil, err
+	}
+	switch {
+	case ev.Kind != event.KindBlock && ev.Kind != event.KindRun && ev.Kind != event.KindUnblock:
+		return nil, fmt.Errorf("a %s line is not a fleet decision", ev.Kind)
+	case ev.Host == "":
+		return nil, errors.New(`the decision names no host ("host")`)
+	case subject != DecisionSubject(ev.Host, ev.Mode, ev.Target):
+		return nil, fmt.Errorf("a decision of host %s about %s in mode %s does not belong on subject %s", ev.Host, ev.Target, ev.Mode, subject)
+	}
+	return line, nil
+}
+
+// Follow feeds h the fleet's decisions: first every one still in force
+// (the stream keeps the last of each host, mode and target, while it
+// lasts), then each as it is stored, until ctx ends. self is the
+// HeaderSender of this program, whose own decisions it skips. After a lost
+// server it goes on where it was; while the stream cannot be reached it
+// retries every second. Each message is checked by checkDecision and then
+// given to h with its stream sequence as its line number, so h checks it
+// again as any line; a refused message reaches h as an error.
+func Follow(ctx context.Context, nc *nats.Conn, self string, h transport.Handler, logf func(format string, args ...any)) error {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("NATS JetStream: %w", err)
+	}
+	var cons jetstream.Consumer
+	for failures := 0; ; failures++ {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err = ensureStream(cctx, nc, js)
+		if err == nil {
+			cons, err = js.OrderedConsumer(cctx, Stream, jetstream.OrderedConsumerConfig{
+				FilterSubjects: []string{Prefix + ".decision.>"},
+				DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
+			})
+		}
+		cancel()
+		if err == nil {
+			break
+		}
+		if failures%10 == 0 {
+			logf("NATS: cannot follow the fleet's decisions yet: %v (retrying every second)", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+	var ev event.Event
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		meta, err := m.Metadata()
+		if err != nil {
+			return
+		}
+		if m.Headers().Get(HeaderSender) != self {
+			line, err := checkDecision(m.Subject(), m.Data(), &ev)
+			h.Line("NATS "+m.Subject(), int(meta.Sequence.Stream), line, err)
+		}
+		if meta.NumPending == 0 {
+			h.Idle()
+		}
+	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		logf("NATS: following the fleet's decisions: %v", err)
+	}))
+	if err != nil {
+		return fmt.Errorf("NATS: following the fleet's decisions: %w", err)
+	}
+	logf("NATS: following the fleet's decisions (stream %s)", Stream)
+	<-ctx.Done()
+	cc.Stop()
+	return nil
+}
