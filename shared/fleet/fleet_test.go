@@ -192,6 +192,7 @@ func TestFollowRefusesForgedMessages(t *testing.T) {
 	})
 	until := time.Now().Add(time.Hour)
 	good := decision(event.KindBlock, "198.18.0.9", until, "host-a")
+	// Each on its own subject: the stream keeps one message a subject.
 	cases := []struct {
 		subject string
 		data    []byte
@@ -199,7 +200,7 @@ func TestFollowRefusesForgedMessages(t *testing.T) {
 	}{
 		{DecisionSubject("host-a", event.ModeATCP, netip.MustParseAddr("198.18.0.1")), decision(event.KindBlock, "198.18.0.1", until, "host-c"), "does not belong on subject"},
 		{DecisionSubject("host-a", event.ModeATCP, netip.MustParseAddr("198.18.0.2")), decision(event.KindBlock, "198.18.0.1", until, "host-a"), "does not belong on subject"},
-		{DecisionSubject("host-a", event.ModeATCP, netip.MustParseAddr("198.18.0.1")), decision(event.KindBlock, "198.18.0.1", until, ""), "names no host"},
+		{DecisionSubject("host-a", event.ModeATCP, netip.MustParseAddr("198.18.0.7")), decision(event.KindBlock, "198.18.0.7", until, ""), "names no host"},
 		{DecisionSubject("host-a", event.ModeATCP, netip.MustParseAddr("198.18.0.3")), []byte(`{"v":1,"kind":"hit"`), "not a JSON object"},
 		{DecisionSubject("host-a", event.ModeATCP, netip.MustParseAddr("198.18.0.4")), append(append([]byte{}, good...), good...), "more than one line"},
 		{DecisionSubject("host-a", event.ModeATCP, netip.MustParseAddr("198.18.0.5")), []byte(strings.Repeat("x", 5000)), "too long"},
