@@ -92,19 +92,14 @@ type judgeStage struct {
 	failed  chan error // the first output failure; input stops mattering then
 	dead    bool
 
-	unflushed bool // decisions wait in the output buffer
-	lastFlush time.Time
+	// Since the last Idle: decisions were written, and one left at once.
+	decided, sentOne bool
 
 	lines, hits, bad, refused, decisions uint64
 }
 
-// expireEvery is how many hits pass between sweeps of idle hosts, and
-// checkFlushEvery between checks that no decision waits past flushGap
-// while hits stream in without a pause.
-const (
-	expireEvery     = 4096
-	checkFlushEvery = 256
-)
+// expireEvery is how many hits pass between sweeps of idle hosts.
+const expireEvery = 4096
 
 func (j *judgeStage) Line(origin string, n int, data []byte, err error) {
 	if j.dead {
@@ -167,9 +162,6 @@ func (j *judgeStage) Line(origin string, n int, data []byte, err error) {
 	if j.hits%expireEvery == 0 {
 		j.model.Expire(ev.Time)
 	}
-	if j.hits%checkFlushEvery == 0 {
-		j.flushIfDue()
-	}
 }
 
 func (j *judgeStage) reject(origin string, n int, err error) {
@@ -179,13 +171,12 @@ func (j *judgeStage) reject(origin string, n int, err error) {
 	}
 }
 
-// flushGap is the longest a decision waits in the output buffer while
-// decisions stream out: the first after a quiet spell leaves at once, and
-// a flood of them (spoofed sources) leaves in writes of many lines.
-const flushGap = time.Millisecond
-
 // write sends a decision: the hits still waiting to be read must not delay
-// the line that gets a scanner blocked.
+// the line that gets a scanner blocked. The first decision since the last
+// flush leaves at once; those after it wait for the end of what the input
+// had buffered (Idle, at most one read of 64 KiB later), so a flood of
+// decisions (spoofed sources) leaves in writes of many lines. The policy
+// counts nothing in time: no clock is read per line.
 func (j *judgeStage) write(e *event.Event) {
 	if e.Host == "" {
 		e.Host = j.host
@@ -195,25 +186,14 @@ func (j *judgeStage) write(e *event.Event) {
 		j.fail(err)
 		return
 	}
-	j.unflushed = true
-	j.flushIfDue()
-}
-
-// flushIfDue flushes buffered decisions unless the last flush was less
-// than flushGap ago; Line calls it now and then, Idle flushes anyway.
-func (j *judgeStage) flushIfDue() {
-	if now := time.Now(); j.unflushed && now.Sub(j.lastFlush) >= flushGap {
-		j.flush(now)
+	j.decided = true
+	if !j.sentOne {
+		j.sentOne = true
+		j.flush()
 	}
 }
 
-func (j *judgeStage) flush(now time.Time) {
-	if j.unflushed {
-		// Decisions were made: say again if they were made with no
-		// ignore file (1.2 said so at every hit; this is rate limited).
-		j.guard.Remind(now)
-	}
-	j.unflushed, j.lastFlush = false, now
+func (j *judgeStage) flush() {
 	if err := j.out.Flush(); err != nil {
 		j.fail(err)
 	}
@@ -223,7 +203,14 @@ func (j *judgeStage) Idle() {
 	if j.dead {
 		return
 	}
-	j.flush(time.Now())
+	j.flush()
+	j.sentOne = false
+	if j.decided {
+		// Decisions were made: say again if they were made with no
+		// ignore file (1.2 said so at every hit; this is rate limited).
+		j.decided = false
+		j.guard.Remind(time.Now())
+	}
 }
 
 // fail records the first output error. With stdin the reading loop ends at

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -28,6 +29,10 @@ type Logger struct {
 	shown      int
 	suppressed int
 	summary    *time.Timer
+	// While a summary is due, Allow only counts, without the lock or a
+	// clock read: under a flood it is called for every probe.
+	quiet      atomic.Bool
+	quietCount atomic.Int64
 }
 
 // DefaultPerSecond is how many rate-limited lines a second a Logger shows.
@@ -73,6 +78,10 @@ func (l *Logger) AttackLimited(format string, args ...any) {
 // Allow takes one place of the rate limit, or counts one line held back
 // and returns false. Hot paths call it before building a line's arguments.
 func (l *Logger) Allow() bool {
+	if l.quiet.Load() {
+		l.quietCount.Add(1)
+		return false
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
@@ -83,6 +92,7 @@ func (l *Logger) Allow() bool {
 		l.suppressed++
 		if l.summary == nil {
 			l.summary = time.AfterFunc(time.Second, l.flushSuppressed)
+			l.quiet.Store(true)
 		}
 		return false
 	}
@@ -92,7 +102,8 @@ func (l *Logger) Allow() bool {
 
 func (l *Logger) flushSuppressed() {
 	l.mu.Lock()
-	n := l.suppressed
+	l.quiet.Store(false)
+	n := l.suppressed + int(l.quietCount.Swap(0))
 	l.suppressed, l.summary = 0, nil
 	l.mu.Unlock()
 	if n > 0 {

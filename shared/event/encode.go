@@ -69,8 +69,47 @@ func Append(dst []byte, e *Event) []byte {
 // Encode returns e as one event line, newline included.
 func Encode(e *Event) []byte { return Append(make([]byte, 0, 256), e) }
 
+// appendTime writes t as RFC 3339 in UTC with the nanoseconds there are
+// (time.RFC3339Nano's form), digit by digit: the layout interpreter of
+// AppendFormat was a tenth of a decision's cost.
 func appendTime(dst []byte, t time.Time) []byte {
-	return t.UTC().AppendFormat(dst, time.RFC3339Nano)
+	t = t.UTC()
+	y, mo, d := t.Date()
+	if y < 0 || y > 9999 {
+		return t.AppendFormat(dst, time.RFC3339Nano)
+	}
+	h, mi, sec := t.Clock()
+	dst = appendDigits(dst, y, 4)
+	dst = append(dst, '-')
+	dst = appendDigits(dst, int(mo), 2)
+	dst = append(dst, '-')
+	dst = appendDigits(dst, d, 2)
+	dst = append(dst, 'T')
+	dst = appendDigits(dst, h, 2)
+	dst = append(dst, ':')
+	dst = appendDigits(dst, mi, 2)
+	dst = append(dst, ':')
+	dst = appendDigits(dst, sec, 2)
+	if ns := t.Nanosecond(); ns != 0 {
+		width := 9
+		for ns%10 == 0 {
+			ns /= 10
+			width--
+		}
+		dst = append(dst, '.')
+		dst = appendDigits(dst, ns, width)
+	}
+	return append(dst, 'Z')
+}
+
+// appendDigits writes n, 0 <= n < 10^width, in exactly width digits.
+func appendDigits(dst []byte, n, width int) []byte {
+	dst = append(dst, "000000000"[:width]...)
+	for i := len(dst) - 1; n > 0; i-- {
+		dst[i] = byte('0' + n%10)
+		n /= 10
+	}
+	return dst
 }
 
 func appendAddr(dst []byte, key string, a netip.Addr) []byte {

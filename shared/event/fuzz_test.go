@@ -3,6 +3,7 @@ package event
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -86,4 +87,43 @@ func FuzzTime(f *testing.F) {
 			t.Fatalf("%q: fast %v, standard %v", s, fast, std)
 		}
 	})
+}
+
+// FuzzAppendTime checks the digit-by-digit time writer against the
+// standard library's RFC3339Nano.
+func FuzzAppendTime(f *testing.F) {
+	for _, v := range []int64{0, 1, 1_000_000_000, 1_764_000_000_123_456_789, 7_258_118_399_999_999_999, -1} {
+		f.Add(v)
+	}
+	f.Fuzz(func(t *testing.T, ns int64) {
+		tm := time.Unix(0, ns)
+		got, want := string(appendTime(nil, tm)), tm.UTC().Format(time.RFC3339Nano)
+		if got != want {
+			t.Fatalf("%d: %s, want %s", ns, got, want)
+		}
+	})
+}
+
+// TestParseUTCEveryDay compares the fast path with time.Date for every
+// day from year 0 to 2500 and of the last years, and days 29-31 of every
+// month (which must be refused where the month has no such day).
+func TestParseUTCEveryDay(t *testing.T) {
+	check := func(y, m, d int) {
+		s := fmt.Sprintf("%04d-%02d-%02dT23:59:58.5Z", y, m, d)
+		got, ok := parseUTC([]byte(s))
+		want := time.Date(y, time.Month(m), d, 23, 59, 58, 500_000_000, time.UTC)
+		if valid := want.Day() == d; ok != valid || ok && !got.Equal(want) {
+			t.Fatalf("%s: %v %v, want %v (valid %v)", s, got, ok, want, valid)
+		}
+	}
+	for y := 0; y <= 9999; y++ {
+		if y > 2500 && y < 9990 {
+			continue
+		}
+		for m := 1; m <= 12; m++ {
+			for d := 1; d <= 31; d++ {
+				check(y, m, d)
+			}
+		}
+	}
 }

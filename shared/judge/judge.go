@@ -95,8 +95,8 @@ type host struct {
 	// on with the hits of a decided host, for Expire.
 	first, last int64
 	decided     bool
-	until    int64    // unix nanoseconds; 0: the decision never ends
-	ports    []uint16 // distinct ports counted, at most ScanTrigger+1
+	until       int64    // unix nanoseconds; 0: the decision never ends
+	ports       []uint16 // distinct ports counted, at most ScanTrigger+1
 	// After the decision: the ports touched since, as a 64-bit set of port
 	// hashes (an estimate, which is all escalation needs), and the count
 	// that escalates next.
@@ -108,7 +108,7 @@ type host struct {
 // Trigger is PortSentry 1.2's SCAN_TRIGGER model.
 type Trigger struct {
 	s          Settings
-	index      map[key]int32
+	index      index
 	hosts      []host
 	head, tail int32 // most and least recently seen
 	free       int32 // first unused slot, -1 when all are used
@@ -125,21 +125,21 @@ func NewTrigger(s Settings) *Trigger {
 	if s.MaxHosts < 1 {
 		s.MaxHosts = 1
 	}
-	t := &Trigger{s: s, index: make(map[key]int32, min(s.MaxHosts, preallocHosts)), head: -1, tail: -1}
+	t := &Trigger{s: s, index: newIndex(min(s.MaxHosts, preallocHosts)), head: -1, tail: -1}
 	t.hosts = make([]host, 0, min(s.MaxHosts, preallocHosts))
 	t.free = -1
 	return t
 }
 
 // Stats implements Model.
-func (t *Trigger) Stats() (hosts int, evicted uint64) { return len(t.index), t.evicted }
+func (t *Trigger) Stats() (hosts int, evicted uint64) { return t.index.n, t.evicted }
 
 // Observe implements Model.
 func (t *Trigger) Observe(h *event.Event, v *Verdict) {
 	now := h.Time.UnixNano()
 	k := keyOf(h.Src, h.Mode)
-	i, ok := t.index[k]
-	if !ok {
+	i := t.index.get(k, t.hosts)
+	if i < 0 {
 		i = t.insert(k)
 	} else {
 		t.unlink(i)
@@ -244,7 +244,7 @@ func (t *Trigger) kind(p event.Proto) event.Kind {
 // Forget implements Model.
 func (t *Trigger) Forget(a netip.Addr, m event.Mode) {
 	k := keyOf(a, m)
-	if i, ok := t.index[k]; ok {
+	if i := t.index.get(k, t.hosts); i >= 0 {
 		t.remove(i)
 	}
 }
@@ -264,18 +264,18 @@ func (t *Trigger) insert(k key) int32 {
 		i = t.tail
 		t.evicted++
 		t.unlink(i)
-		delete(t.index, t.hosts[i].key)
+		t.index.del(t.hosts[i].key, t.hosts)
 	}
 	ports := t.hosts[i].ports[:0]
 	t.hosts[i] = host{key: k, ports: ports}
-	t.index[k] = i
+	t.index.put(k, i, t.hosts)
 	t.pushFront(i)
 	return i
 }
 
 func (t *Trigger) remove(i int32) {
 	t.unlink(i)
-	delete(t.index, t.hosts[i].key)
+	t.index.del(t.hosts[i].key, t.hosts)
 	t.hosts[i] = host{ports: t.hosts[i].ports[:0], next: t.free}
 	t.free = i
 }

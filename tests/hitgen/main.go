@@ -19,6 +19,7 @@ import (
 func main() {
 	n := flag.Int("n", 1_000_000, "hits to write")
 	sources := flag.Int("sources", 0, "distinct sources to draw from (0: a new source for every hit)")
+	cycle := flag.Bool("cycle", false, "take the sources in turn, not at random: each of -sources appears n/sources times")
 	v6 := flag.Float64("v6", 0.25, "share of IPv6 sources")
 	seed := flag.Uint64("seed", 1, "random seed")
 	mode := flag.String("mode", "atcp", "sensor mode")
@@ -41,7 +42,10 @@ func main() {
 	var buf []byte
 	for i := 0; i < *n; i++ {
 		id := uint64(i)
-		if *sources > 0 {
+		switch {
+		case *sources > 0 && *cycle:
+			id = uint64(i % *sources)
+		case *sources > 0:
 			id = rng.Uint64N(uint64(*sources))
 		}
 		// The source is a function of its id, so -sources repeats hosts.
