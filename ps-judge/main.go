@@ -7,6 +7,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/portsentry/pipeline/shared/alert"
@@ -23,9 +24,11 @@ func main() {
 	app := &cli.App{
 		Name:      "ps-judge",
 		Usage:     "decide which hosts tripped PortSentry's sensors",
-		UsageText: "ps-sniff -atcp | ps-judge | ps-block\n   ps-judge < captured-hits.jsonl\n   ps-judge --listen /run/portsentry/judge.sock --connect /run/portsentry/block.sock",
-		Flags:     append(stage.ConfigFlags(), stage.ListenFlag(), stage.ConnectFlag()),
-		Action:    run,
+		UsageText: "ps-sniff -atcp | ps-judge | ps-block\n   ps-judge < captured-hits.jsonl\n   ps-judge --listen /run/portsentry/judge.sock --connect /run/portsentry/block.sock --admin /run/portsentry/admin.sock",
+		Flags: append(stage.ConfigFlags(), stage.ListenFlag(), stage.ConnectFlag(),
+			&cli.StringFlag{Name: flagAdmin, Usage: "take administrative lines (unblock) from writers connecting to the Unix socket `PATH` (mode 0600; root or ps-judge's own user only); they are refused from the sensors' input"},
+		),
+		Action: run,
 	}
 	stage.Main(app)
 }
@@ -74,8 +77,82 @@ func run(c *cli.Context) error {
 		j.summary()
 	}()
 
-	return stage.Serve(c, cfg, j, log, j.failed)
+	var h transport.Handler = j
+	if path := c.String(flagAdmin); path != "" {
+		// Two sources feed the judge: its calls must never overlap.
+		mu := &sync.Mutex{}
+		h = lockedHandler{mu: mu, h: j}
+		ln, err := transport.ListenWith(path, adminSource{j}, func(f string, a ...any) { log.Admin(f, a...) }, transport.Options{
+			Mode:  0o600,
+			Admit: adminPeer,
+			Lock:  mu,
+		})
+		if err != nil {
+			return stage.Fatal("--admin: %v", err)
+		}
+		defer ln.Close()
+		log.Admin("taking administrative lines (unblock) from %s", path)
+	}
+	return stage.Serve(c, cfg, h, log, j.failed)
 }
+
+const flagAdmin = "admin"
+
+// adminPeer admits to the admin socket root and ps-judge's own user only.
+// The socket's mode (0600) already keeps others out; the kernel's record
+// of who connected (SO_PEERCRED) holds even if the mode is loosened.
+func adminPeer(p transport.Peer) error {
+	if p.UID == 0 || p.UID == uint32(os.Geteuid()) {
+		return nil
+	}
+	return fmt.Errorf("uid %d is neither root nor ps-judge's user (uid %d): administrative lines are an administrator's", p.UID, os.Geteuid())
+}
+
+// lockedHandler serialises a Handler fed by several sources.
+type lockedHandler struct {
+	mu *sync.Mutex
+	h  transport.Handler
+}
+
+func (l lockedHandler) Line(origin string, n int, data []byte, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.h.Line(origin, n, data, err)
+}
+
+func (l lockedHandler) Idle() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.h.Idle()
+}
+
+// adminSource is the admin socket's Handler: administrative lines only.
+type adminSource struct{ j *judgeStage }
+
+func (a adminSource) Line(origin string, n int, data []byte, err error) {
+	j := a.j
+	if j.dead {
+		return
+	}
+	var ev event.Event
+	if err == nil {
+		err = event.DecodeInto(&ev, data)
+	}
+	if err == nil && !ev.Kind.Administrative() {
+		err = fmt.Errorf("the admin socket takes administrative lines (unblock), not %s", ev.Kind)
+	}
+	if err != nil {
+		j.log.Admin("%s line %d: %v (skipped)", origin, n, err)
+		return
+	}
+	// An administrator lifts a block: judge the host afresh and pass the
+	// line on to ps-block.
+	j.model.Forget(ev.Target, ev.Mode)
+	j.log.Admin("unblock of %s in mode %s from %s passed on", ev.Target, ev.Mode, origin)
+	j.write(&ev)
+}
+
+func (a adminSource) Idle() { a.j.Idle() }
 
 // judgeStage is the transport.Handler that turns lines into decisions.
 type judgeStage struct {
@@ -96,6 +173,7 @@ type judgeStage struct {
 	decided, sentOne bool
 
 	lines, hits, bad, refused, decisions uint64
+	adminRefused                         uint64 // administrative lines from the sensors' input
 }
 
 // expireEvery is how many hits pass between sweeps of idle hosts.
@@ -117,11 +195,13 @@ func (j *judgeStage) Line(origin string, n int, data []byte, err error) {
 	switch ev.Kind {
 	case event.KindHit:
 	case event.KindUnblock:
-		// An administrator lifts a block: judge the host afresh and pass
-		// the line on to ps-block.
-		j.model.Forget(ev.Target, ev.Mode)
-		j.log.Admin("unblock of %s in mode %s passed on", ev.Target, ev.Mode)
-		j.write(ev)
+		// Whoever writes the sensors' input (a sensor parsing hostile
+		// packets, a captured log) is not an administrator: were this
+		// obeyed, a subverted sensor could lift any block.
+		j.adminRefused++
+		if j.log.Allow() {
+			j.log.Security("%s line %d: %s of %s in mode %s refused: administrative lines are taken only from the --admin socket, never from the sensors' input", origin, n, ev.Kind, ev.Target, ev.Mode)
+		}
 		return
 	default:
 		j.reject(origin, n, fmt.Errorf("ps-judge reads hit lines, not %s", ev.Kind))
@@ -228,4 +308,7 @@ func (j *judgeStage) summary() {
 	hosts, evicted := j.model.Stats()
 	j.log.Admin("%d lines read: %d hits, %d bad lines skipped, %d hits from protected hosts, %d decisions; %d hosts remembered, %d forgotten for room",
 		j.lines, j.hits, j.bad, j.refused, j.decisions, hosts, evicted)
+	if j.adminRefused > 0 {
+		j.log.Security("%d administrative line(s) (unblock) refused from the sensors' input: only the --admin socket takes them", j.adminRefused)
+	}
 }

@@ -32,6 +32,11 @@ const (
 
 var kindNames = [...]string{"", "hit", "alert", "block", "run", "unblock", "result"}
 
+// Administrative reports whether lines of kind k may come only from an
+// administrator, never from a sensor or its input (SPEC, Administration):
+// `unblock`, and any later kind of the same nature.
+func (k Kind) Administrative() bool { return k == KindUnblock }
+
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {
 		return kindNames[k]

@@ -7,13 +7,14 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/portsentry/pipeline/shared/netlab"
 )
 
 // waitFor polls cond for up to 15 s.
@@ -145,7 +146,10 @@ func TestPerPeerLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	other := dialAs(t, path, 65534, MaxWriters)
+	other, err := netlab.DialUnixAs(path, 65534, MaxWriters)
+	if err != nil {
+		t.Fatal(err)
+	}
 	open := 0
 	time.Sleep(300 * time.Millisecond) // the listener refuses and closes
 	for _, c := range other {
@@ -168,39 +172,6 @@ func TestPerPeerLimit(t *testing.T) {
 	if !waitFor(func() bool { return len(r.snapshot()) == 1 }) {
 		t.Fatalf("the sensor's line did not arrive: %q", r.snapshot())
 	}
-}
-
-// dialAs connects n times with the effective uid set on one OS thread only
-// (the raw system call, not syscall.Setuid, which changes every thread):
-// SO_PEERCRED records the connecting thread's credentials.
-func dialAs(t *testing.T, path string, uid, n int) []net.Conn {
-	t.Helper()
-	type res struct {
-		cs  []net.Conn
-		err error
-	}
-	done := make(chan res)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-		var out res
-		if _, _, e := syscall.RawSyscall(syscall.SYS_SETRESUID, ^uintptr(0), uintptr(uid), ^uintptr(0)); e != 0 {
-			out.err = e
-		}
-		for i := 0; i < n && out.err == nil; i++ {
-			c, err := net.Dial("unix", path)
-			if err != nil {
-				out.err = err
-				break
-			}
-			out.cs = append(out.cs, c)
-		}
-		done <- out
-	}()
-	out := <-done
-	if out.err != nil {
-		t.Fatal(out.err)
-	}
-	return out.cs
 }
 
 // TestAdmit: Options.Admit refuses a writer by its credentials.
