@@ -7,7 +7,8 @@
 #     ps-sniff -atcp | ps-judge | ps-block        (nftables action)
 #
 # running on the protected host. Prints what the scanner saw side by side,
-# the decision and result lines, and the nftables set; then tears the lab
+# the decision and result lines, and the nftables set, and ends with what
+# the scanner learnt with and without the pipeline; then tears the lab
 # down. No packet leaves the namespaces it creates. Needs root.
 set -euo pipefail
 . "$(dirname "$0")/lab.sh"
@@ -145,57 +146,49 @@ scan() {
   in_s timeout 30 nmap "${six[@]}" -n -Pn -sS --send-ip -p 1-1024 --max-retries 0 --max-rtt-timeout 100ms \
     --host-timeout 20s -oG "$work/$name.gnmap" "$target" >"$work/$name.nmap" 2>&1 || true
   ms=$((($(date +%s%N) - t0) / 1000000))
+  # What the protected host answered during this scan (and zero again).
+  in_p nft reset counters table inet "$ANSWERS" | awk -v fam="$fam" '
+    /counter/ { name = $2 }
+    /packets/ && name ~ fam "$" { sub(/[46]$/, "", name); printf "%s %s\n", name, $2 }' >"$work/$name.answers"
   printf '   nmap -%s -n -Pn -sS --send-ip -p 1-1024 %s: done in %d.%02d s\n' "$fam" "$target" $((ms / 1000)) $((ms % 1000 / 10))
 }
 
-# summary NAME: "open closed filtered openlist" from a grepable nmap file.
-summary() {
-  awk '
-    /Ports:/ {
-      line = $0
-      sub(/.*Ports: /, "", line); sub(/\t.*/, "", line)
-      n = split(line, ps, /, /)
-      for (i = 1; i <= n; i++) {
-        split(ps[i], f, "/")
-        st[f[2]]++
-        if (f[2] == "open") { open = open (open == "" ? "" : ",") f[1] }
-      }
-    }
-    /Ignored State:/ {
-      s = $0; sub(/.*Ignored State: /, "", s)
-      split(s, g, /[ ()]+/)
-      st[g[1]] += g[2]
-    }
-    /Status: Timeout/ { timeout = 1 }
-    END {
-      if (open == "") open = "-"
-      # Ports nmap lists nowhere (it gave up on the host) had no answer:
-      # the scan covered 1-1024, so they count as filtered.
-      f = st["filtered"] + st["open|filtered"]
-      if (st["open"] + st["closed"] + f < 1024) f = 1024 - st["open"] - st["closed"]
-      printf "%d %d %d %s%s\n", st["open"], st["closed"], f, open, (timeout ? " (host timeout)" : "")
-    }' "$work/$1.gnmap"
+# The protected host's answers to the scanner, counted by the kernel on
+# their way out (SYN-ACK from an open port, RST from a closed one): what
+# the scanner learnt, whatever nmap makes of it.
+# A SYN-ACK is sent once: its retransmissions (the scanner's RST dropped by
+# the block) would count as answers to probes never sent again.
+ANSWERS=${TABLE}_answers
+in_p sysctl -qw net.ipv4.tcp_synack_retries=0
+in_p nft -f - <<EOF
+table inet $ANSWERS {
+  counter synack4 { }
+  counter rst4 { }
+  counter synack6 { }
+  counter rst6 { }
+  chain output {
+    type filter hook output priority 0; policy accept;
+    ip daddr $S4 tcp flags & (syn | ack) == syn | ack counter name synack4
+    ip daddr $S4 tcp flags & rst == rst counter name rst4
+    ip6 daddr $S6 tcp flags & (syn | ack) == syn | ack counter name synack6
+    ip6 daddr $S6 tcp flags & rst == rst counter name rst6
+  }
 }
+EOF
 
 say "scan 1: nmap from the scanner, no pipeline running"
 scan 4 "$P4" before4
 scan 6 "$P6" before6
 
 # --- the pipeline -------------------------------------------------------------
+# The built-in defaults (contrib/portsentry.conf lists them), but for where
+# the files go (a temporary directory, not /etc/portsentry or
+# /var/lib/portsentry) and the name of the nftables table.
 cat >"$work/portsentry.conf" <<EOF
-# demo configuration (everything else: the built-in defaults)
 IGNORE_FILE="$work/portsentry.ignore"
 BLOCKED_FILE="$work/portsentry.blocked"
 HISTORY_FILE="$work/portsentry.history"
-SCAN_TRIGGER="0"
-BLOCK_TCP="1"
-BLOCK_DURATION="10m"
-NFT_BLOCK="1"
 NFT_TABLE="$TABLE"
-KILL_HOSTS_DENY=""
-KILL_ROUTE=""
-KILL_RUN_CMD=""
-RUN_AS_USER="nobody"
 EOF
 : >"$work/portsentry.ignore"
 chmod 644 "$work/portsentry.conf" "$work/portsentry.ignore"
@@ -237,21 +230,8 @@ for t in "$P4" "$P6"; do
   fi
 done
 
-say "what the scanner saw"
-row() { printf '   %-19s | %-21s | %-21s | %-21s\n' "$@"; }
-row "" "without the pipeline" "with it: first scan" "with it: second scan"
-row "-------------------" "---------------------" "---------------------" "---------------------"
-for fam in 4 6; do
-  target=$P4; [ "$fam" = 6 ] && target=$P6
-  read -r bo bc bf bl <<<"$(summary before$fam)"
-  read -r fo fc ff fl <<<"$(summary first$fam)"
-  read -r ao ac af al <<<"$(summary again$fam)"
-  row "IPv$fam $target" "" "" ""
-  row "  open" "$bo" "$fo" "$ao"
-  row "  closed" "$bc" "$fc" "$ac"
-  row "  filtered" "$bf" "$ff" "$af"
-  row "  open ports" "$bl" "$fl" "$al"
-done
+echo
+sh "$here/demo-report.sh" "$work" table
 cat <<'EOF'
 
    On its first contact the scanner races the pipeline: nmap sends all 1024
@@ -284,4 +264,6 @@ if [ "$alive" = 0 ]; then
 else
   echo "   a stage is still running; it is killed with the lab"
 fi
+echo
+sh "$here/demo-report.sh" "$work" learnt
 say "tearing the lab down"
