@@ -2,6 +2,10 @@
 # Installs, from Debian's packages, the real peers the tests and the demo
 # use: scanners, the firewall tools, fail2ban, and the network lab's tools.
 # Only what is missing is installed; run as root.
+# The fleet tests' nats-server is not among them: TestFleet and bench.sh
+# build it from the Go module the tests embed (github.com/nats-io/
+# nats-server/v2, the version in go.mod), as Debian's package (2.9) has no
+# per-message TTL.
 set -euo pipefail
 need=()
 for pair in nmap:nmap hping3:hping3 masscan:masscan nft:nftables iptables:iptables tcpdump:tcpdump \
