@@ -1,7 +1,8 @@
 // Command hitgen writes a repeatable stream of hit lines for benchmarks and
 // flood tests: n hits from a number of sources drawn from the benchmarking
-// ranges 198.18.0.0/15 and 2001:db8::/32, to random tripwire ports, one
-// event-time millisecond apart.
+// ranges 198.18.0.0/15 and 2001:db8::/32 (with -cycle, IPv4 from the shared
+// address space 100.64.0.0/10), to random tripwire ports, one event-time
+// millisecond apart. The lines are for replay only: no packet is sent.
 package main
 
 import (
@@ -19,7 +20,7 @@ import (
 func main() {
 	n := flag.Int("n", 1_000_000, "hits to write")
 	sources := flag.Int("sources", 0, "distinct sources to draw from (0: a new source for every hit)")
-	cycle := flag.Bool("cycle", false, "take the sources in turn, not at random: each of -sources appears n/sources times")
+	cycle := flag.Bool("cycle", false, "take the sources in turn, not at random: each of -sources appears n/sources times, and no two are one address (IPv4 ones are numbered from 100.64.0.0/10, as a /15 holds too few)")
 	v6 := flag.Float64("v6", 0.25, "share of IPv6 sources")
 	seed := flag.Uint64("seed", 1, "random seed")
 	mode := flag.String("mode", "atcp", "sensor mode")
@@ -57,6 +58,9 @@ func main() {
 				a[j] = byte(h.Uint32())
 			}
 			e.Src, e.Dst = netip.AddrFrom16(a), dst6
+		} else if *cycle {
+			x := uint32(id)&0x3fffff | 100<<24 | 64<<16 // 100.64.0.0/10
+			e.Src, e.Dst = netip.AddrFrom4([4]byte{byte(x >> 24), byte(x >> 16), byte(x >> 8), byte(x)}), netip.MustParseAddr("198.18.0.2")
 		} else {
 			x := h.Uint32() & 0x1ffff // 198.18.0.0/15
 			e.Src, e.Dst = netip.AddrFrom4([4]byte{198, 18 + byte(x>>16), byte(x >> 8), byte(x)}), netip.MustParseAddr("198.18.0.2")
