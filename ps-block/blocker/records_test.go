@@ -2,7 +2,6 @@ package blocker
 
 import (
 	"bytes"
-	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -16,41 +15,15 @@ import (
 	"github.com/portsentry/pipeline/ps-block/command"
 	"github.com/portsentry/pipeline/ps-block/hostsdeny"
 	"github.com/portsentry/pipeline/shared/event"
+	"github.com/portsentry/pipeline/shared/logtest"
 	"github.com/portsentry/pipeline/shared/transport"
 )
-
-// logBook keeps the administrator's log lines.
-type logBook struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (l *logBook) add(f string, a ...any) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.lines = append(l.lines, fmt.Sprintf(f, a...))
-}
-func (l *logBook) Admin(f string, a ...any)         { l.add(f, a...) }
-func (l *logBook) Security(f string, a ...any)      { l.add(f, a...) }
-func (l *logBook) Attack(f string, a ...any)        { l.add(f, a...) }
-func (l *logBook) AttackLimited(f string, a ...any) { l.add(f, a...) }
-
-func (l *logBook) has(s string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, x := range l.lines {
-		if strings.Contains(x, s) {
-			return true
-		}
-	}
-	return false
-}
 
 // A FIFO planted where HISTORY_FILE goes must not hang ps-block (before,
 // the open waited for a writer for ever, with the blocker's lock held); the
 // block is carried out and the refusal said.
 func TestRecordFIFONoHang(t *testing.T) {
-	log := &logBook{}
+	log := &logtest.Book{}
 	dir := t.TempDir()
 	hist := filepath.Join(dir, "portsentry.history")
 	if err := syscall.Mkfifo(hist, 0o600); err != nil {
@@ -73,8 +46,8 @@ func TestRecordFIFONoHang(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("a block hangs on the FIFO at HISTORY_FILE")
 	}
-	if !log.has(hist + " is not a regular file") {
-		t.Errorf("the FIFO was not reported: %q", log.lines)
+	if !log.Has(hist + " is not a regular file") {
+		t.Errorf("the FIFO was not reported: %q", log.Lines())
 	}
 	if b, err := os.ReadFile(r.b.cfg.BlockedFile + ".tcp"); err != nil || !strings.Contains(string(b), "198.18.0.1") {
 		t.Errorf("blocked file: %q %v", b, err)
@@ -86,7 +59,7 @@ func TestRecordForeignOwnerRefused(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to give a file to another user")
 	}
-	log := &logBook{}
+	log := &logtest.Book{}
 	dir := t.TempDir()
 	base := filepath.Join(dir, "portsentry.blocked")
 	line := "1795613385 - 11/24/2026 14:29:45 Host: 198.18.0.7/198.18.0.7 Port: 21 TCP Blocked\n"
@@ -100,8 +73,8 @@ func TestRecordForeignOwnerRefused(t *testing.T) {
 	if len(*r.c) != 0 {
 		t.Errorf("restored another user's blocks: %q", *r.c)
 	}
-	if !log.has("owned by uid 65534") {
-		t.Errorf("not reported: %q", log.lines)
+	if !log.Has("owned by uid 65534") {
+		t.Errorf("not reported: %q", log.Lines())
 	}
 }
 

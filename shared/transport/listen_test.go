@@ -2,18 +2,17 @@ package transport
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/portsentry/pipeline/shared/logtest"
 	"github.com/portsentry/pipeline/shared/netlab"
 )
 
@@ -87,8 +86,8 @@ func TestIdleWritersCannotLockOut(t *testing.T) {
 func TestHalfLineTimeout(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "judge.sock")
 	var r record
-	var logs logRecord
-	l, err := ListenWith(path, &r, logs.logf, Options{LineTimeout: 200 * time.Millisecond})
+	var logs logtest.Book
+	l, err := ListenWith(path, &r, logs.Logf, Options{LineTimeout: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,8 +112,8 @@ func TestHalfLineTimeout(t *testing.T) {
 	if _, err := half.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
 		t.Fatalf("half-written writer: %v, want closed", err)
 	}
-	if !waitFor(func() bool { return logs.has("half-written line: a line begun 200ms ago was not finished") }) {
-		t.Errorf("not reported: %q", logs.snapshot())
+	if !waitFor(func() bool { return logs.Has("half-written line: a line begun 200ms ago was not finished") }) {
+		t.Errorf("not reported: %q", logs.Lines())
 	}
 	time.Sleep(400 * time.Millisecond) // twice LineTimeout: a silent whole-line writer stays
 	if _, err := quiet.Write([]byte("again\n")); err != nil {
@@ -140,8 +139,8 @@ func TestPerPeerLimit(t *testing.T) {
 	}
 	path := filepath.Join(dir, "judge.sock")
 	var r record
-	var logs logRecord
-	l, err := ListenWith(path, &r, logs.logf, Options{Mode: 0o666, IdleGrace: time.Hour})
+	var logs logtest.Book
+	l, err := ListenWith(path, &r, logs.Logf, Options{Mode: 0o666, IdleGrace: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,8 +161,8 @@ func TestPerPeerLimit(t *testing.T) {
 	if open != MaxPerPeer {
 		t.Errorf("uid 65534 holds %d writers, want %d", open, MaxPerPeer)
 	}
-	if !logs.has("uid 65534 already has 16 writers") {
-		t.Errorf("refusals not reported: %q", logs.snapshot())
+	if !logs.Has("uid 65534 already has 16 writers") {
+		t.Errorf("refusals not reported: %q", logs.Lines())
 	}
 	sensor := Connect(path, t.Logf)
 	defer sensor.Close()
@@ -178,8 +177,8 @@ func TestPerPeerLimit(t *testing.T) {
 func TestAdmit(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "admin.sock")
 	var r record
-	var logs logRecord
-	l, err := ListenWith(path, &r, logs.logf, Options{Mode: 0o600, Admit: func(p Peer) error {
+	var logs logtest.Book
+	l, err := ListenWith(path, &r, logs.Logf, Options{Mode: 0o600, Admit: func(p Peer) error {
 		if p.UID == uint32(os.Geteuid()) {
 			return errors.New("not this one")
 		}
@@ -202,29 +201,7 @@ func TestAdmit(t *testing.T) {
 	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("refused writer: %v, want closed", err)
 	}
-	if !waitFor(func() bool { return logs.has("refused: not this one") }) || len(r.snapshot()) != 0 {
-		t.Fatalf("logs %q, lines %q", logs.snapshot(), r.snapshot())
+	if !waitFor(func() bool { return logs.Has("refused: not this one") }) || len(r.snapshot()) != 0 {
+		t.Fatalf("logs %q, lines %q", logs.Lines(), r.snapshot())
 	}
-}
-
-// logRecord keeps what a Listener logs.
-type logRecord struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (l *logRecord) logf(format string, args ...any) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.lines = append(l.lines, fmt.Sprintf(format, args...))
-}
-
-func (l *logRecord) snapshot() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return slices.Clone(l.lines)
-}
-
-func (l *logRecord) has(s string) bool {
-	return slices.ContainsFunc(l.snapshot(), func(x string) bool { return strings.Contains(x, s) })
 }
