@@ -144,7 +144,7 @@ func (b *Blocker) runCmds(batch []*pending) {
 // the host (a run or an alert has nothing in place).
 func (b *Blocker) blockedElsewhere(addr netip.Addr) bool {
 	for _, m := range event.Modes {
-		if e := b.state[key{addr, m}]; e != nil && e.kind == event.KindBlock {
+		if e, ok := b.get(key{addr, m}); ok && e.kind == event.KindBlock {
 			return true
 		}
 	}
@@ -229,7 +229,7 @@ func (b *Blocker) routedElsewhere(addr netip.Addr) bool {
 		return false
 	}
 	for _, m := range event.Modes {
-		if e := b.state[key{addr, m}]; e != nil && e.routed {
+		if e, ok := b.get(key{addr, m}); ok && e.routed {
 			return true
 		}
 	}
@@ -240,9 +240,9 @@ func (b *Blocker) routedElsewhere(addr netip.Addr) bool {
 // (zero with ok: one never ends).
 func (b *Blocker) longestEnd(addr netip.Addr) (end time.Time, any bool) {
 	for _, m := range event.Modes {
-		if e := b.state[key{addr, m}]; e != nil && e.kind == event.KindBlock {
-			if !any || e.until.IsZero() || (!end.IsZero() && e.until.After(end)) {
-				end = e.until
+		if e, ok := b.get(key{addr, m}); ok && e.kind == event.KindBlock {
+			if until := e.end(); !any || until.IsZero() || (!end.IsZero() && until.After(end)) {
+				end = until
 			}
 			any = true
 		}
@@ -339,13 +339,24 @@ func (b *Blocker) remember(batch []*pending) {
 	var hist []blockfile.Line
 	var ends []endLine
 	now := b.cfg.Now()
+	if b.cfg.BlockMax > 0 {
+		n := 0
+		for _, p := range batch {
+			if p.ok {
+				n++
+			}
+		}
+		if over := len(b.state) + n - b.cfg.BlockMax; over > 0 {
+			b.evict(over, "BLOCK_MAX reached: the oldest record is lifted to make room")
+		}
+	}
 	for _, p := range batch {
 		if !p.ok {
 			continue
 		}
 		// A dry run remembers too, so that it says what a real run would
 		// of a repeat or an unblock; it writes no file.
-		b.record(p.k, &entry{until: p.ev.Until, port: p.ev.Port, kind: p.ev.Kind, routed: p.routed})
+		b.record(p.k, entry{until: toSecs(p.ev.Until, true), start: toSecs(now, false), port: p.ev.Port, kind: p.ev.Kind, routed: p.routed})
 		l := blockfile.Line{Time: now.Local(), Addr: p.k.addr, Port: p.ev.Port, Proto: p.k.mode.Proto().Upper()}
 		byMode[p.k.mode] = append(byMode[p.k.mode], l)
 		hist = append(hist, l)
@@ -358,11 +369,11 @@ func (b *Blocker) remember(batch []*pending) {
 		for m, lines := range byMode {
 			if err := blockfile.Append(b.cfg.BlockedFile+"."+m.String(), lines); err != nil {
 				b.cfg.Log.Admin("%v", err)
+			} else {
+				b.lines[m] += len(lines)
 			}
 		}
-		if err := appendEnds(b.cfg.BlockedFile+untilSuffix, ends); err != nil {
-			b.cfg.Log.Admin("%v", err)
-		}
+		b.appendEnds(ends)
 	}
 	if b.cfg.HistoryFile != "" {
 		if err := blockfile.Append(b.cfg.HistoryFile, hist); err != nil {
@@ -379,27 +390,36 @@ func (b *Blocker) remember(batch []*pending) {
 func (b *Blocker) lift(keys []key, why string) {
 	type liftee struct {
 		k key
-		e *entry
+		e entry
 	}
 	var live []liftee
 	for _, k := range keys {
-		e := b.state[k]
-		if e == nil {
+		e, ok := b.get(k)
+		if !ok {
 			b.result(k.addr, k.mode, ActionBlock, false, "%s: %s is not blocked in mode %s", why, k.addr, k.mode)
 			continue
 		}
 		live = append(live, liftee{k, e})
-		delete(b.state, k)
+		b.forget(k)
 	}
-	if b.cfg.BlockedFile != "" && !b.cfg.DryRun {
-		byMode := map[event.Mode][]netip.Addr{}
+	if b.cfg.BlockedFile != "" && !b.cfg.DryRun && !b.restoring {
+		// The until file says at once that they ended; the blocked files
+		// drop their lines now or, when large, once half are stale.
+		var ends []endLine
+		var byMode [modeSlots]int
 		for _, l := range live {
-			byMode[l.k.mode] = append(byMode[l.k.mode], l.k.addr)
+			ends = append(ends, endLine{k: l.k, gone: true})
+			byMode[l.k.mode]++
 		}
-		for m, addrs := range byMode {
-			if _, err := blockfile.Remove(b.cfg.BlockedFile+"."+m.String(), addrs...); err != nil {
-				b.cfg.Log.Admin("%v", err)
+		b.appendEnds(ends)
+		for m, n := range byMode {
+			if n > 0 {
+				b.dropLines(event.Mode(m), n)
 			}
+		}
+	} else if b.restoring {
+		for _, l := range live {
+			b.stale[l.k.mode]++
 		}
 	}
 	would := ""

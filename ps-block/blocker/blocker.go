@@ -103,10 +103,13 @@ type Config struct {
 	// (KindAlert, KindBlock or KindRun); restore uses it for a blocked-file
 	// line that has no record of its own (1.2's). nil: KindBlock.
 	KindOf func(event.Mode) event.Kind
-	Rate   float64 // new blocks per second; 0: unlimited
-	Burst  int
-	DryRun bool
-	Now    func() time.Time
+	// BlockMax bounds the records in force (BLOCK_MAX); past it the oldest
+	// is lifted to make room. 0: no bound.
+	BlockMax int
+	Rate     float64 // new blocks per second; 0: unlimited
+	Burst    int
+	DryRun   bool
+	Now      func() time.Time
 	// Gate is asked before every act (ps-block's asks keeper.Current());
 	// nil: a gate that refuses only what is never a host (loopback,
 	// multicast...), for tests.
@@ -130,17 +133,6 @@ type key struct {
 	mode event.Mode
 }
 
-// entry is one decision carried out and remembered, once per host and
-// mode as 1.2's blocked file ensured: a block, a run (KILL_RUN_CMD alone,
-// BLOCK_x=2) or an alert (BLOCK_x=0, recorded only). Only a block has
-// anything in place to undo when it ends.
-type entry struct {
-	until  time.Time  // zero: never ends
-	port   uint16     // for $PORT$ in KILL_UNROUTE
-	kind   event.Kind // KindBlock, KindRun or KindAlert
-	routed bool       // KILL_ROUTE succeeded, so KILL_UNROUTE undoes it
-}
-
 // pending is a decision waiting in the batch.
 type pending struct {
 	started bool // left the waiting queue for the batch
@@ -156,22 +148,28 @@ type pending struct {
 // Blocker is safe for concurrent use: transport calls and the lift timer
 // share one mutex.
 type Blocker struct {
-	cfg      Config
-	mu       sync.Mutex
-	state    map[key]*entry
-	batch    []*pending
-	inBatch  map[key]bool
-	lifts    liftHeap
-	bucket   *ratelimit.Bucket
-	nftReady bool
-	badLines uint64
-	gate     *gate.Gate
-	slots    [][]byte // result lines not yet written, one slot per decision in order
-	cur      int      // the slot of the line being read, or -1
-	outErr   error    // the first error writing results
-	waiting  waiting  // decisions held back by the rate limit
-	held     uint64   // since the last TakeHeld
-	dropped  uint64
+	cfg     Config
+	mu      sync.Mutex
+	state   map[skey]entry
+	batch   []*pending
+	inBatch map[key]bool
+	lifts   stampHeap // ends of entries, the earliest first
+	// Lines in each mode's blocked file, and how many of them are of
+	// records no longer in force (dropped at the next compaction).
+	lines, stale [modeSlots]int
+	endLines     int       // lines in the until file
+	restoring    bool      // inside Restore: the files are compacted at its end
+	ages         stampHeap // starts of entries, the oldest first (BLOCK_MAX)
+	bucket       *ratelimit.Bucket
+	nftReady     bool
+	badLines     uint64
+	gate         *gate.Gate
+	slots        [][]byte // result lines not yet written, one slot per decision in order
+	cur          int      // the slot of the line being read, or -1
+	outErr       error    // the first error writing results
+	waiting      waiting  // decisions held back by the rate limit
+	held         uint64   // since the last TakeHeld
+	dropped      uint64
 }
 
 // New returns a Blocker; call Restore before feeding it lines.
@@ -187,7 +185,7 @@ func New(cfg Config) *Blocker {
 	}
 	return &Blocker{
 		cfg:     cfg,
-		state:   map[key]*entry{},
+		state:   map[skey]entry{},
 		inBatch: map[key]bool{},
 		bucket:  ratelimit.New(cfg.Rate, cfg.Burst, cfg.Now()),
 		gate:    cfg.Gate,
@@ -282,7 +280,7 @@ func (b *Blocker) Line(origin string, n int, data []byte, err error) {
 		k := key{ev.Target.Unmap(), ev.Mode}
 		// A block still waiting for the rate limit is one the
 		// administrator has just lifted: it must not follow.
-		if n := len(b.waiting.remove(func(p *pending) bool { return p.k != k })); n > 0 && b.state[k] == nil {
+		if n := len(b.waiting.remove(func(p *pending) bool { return p.k != k })); n > 0 && !b.has(k) {
 			b.result(k.addr, k.mode, ActionBlock, true, "unblocked on request: %d decision(s) waiting for the rate limit will not be carried out", n)
 			return
 		}
@@ -366,7 +364,7 @@ func (b *Blocker) decide(ev *event.Event, o gate.Origin) {
 		return
 	}
 	k := key{addr, mode}
-	if b.state[k] != nil || b.inBatch[k] {
+	if b.has(k) || b.inBatch[k] {
 		b.already(k, ev.Kind)
 		return
 	}
@@ -435,7 +433,7 @@ func (b *Blocker) release(now time.Time) {
 		if p == nil {
 			return
 		}
-		if b.state[p.k] != nil || b.inBatch[p.k] {
+		if b.has(p.k) || b.inBatch[p.k] {
 			b.waiting.pop()
 			continue
 		}
@@ -508,33 +506,6 @@ func (b *Blocker) TakeHeld() (held, dropped uint64) {
 	return held, dropped
 }
 
-// liftHeap orders blocks by their end.
-type liftHeap []liftItem
-
-type liftItem struct {
-	at time.Time
-	k  key
-}
-
-func (h liftHeap) Len() int           { return len(h) }
-func (h liftHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
-func (h liftHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *liftHeap) Push(x any)        { *h = append(*h, x.(liftItem)) }
-func (h *liftHeap) Pop() any {
-	old := *h
-	it := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return it
-}
-
-// record keeps an applied block and schedules its end.
-func (b *Blocker) record(k key, e *entry) {
-	b.state[k] = e
-	if !e.until.IsZero() {
-		heap.Push(&b.lifts, liftItem{at: e.until, k: k})
-	}
-}
-
 // LiftDue lifts every block whose end is not after now; the ticker of
 // ps-block's main loop calls it.
 func (b *Blocker) LiftDue() {
@@ -548,17 +519,17 @@ func (b *Blocker) LiftDue() {
 	}
 	var (
 		due  []key
-		seen map[key]bool // a block recorded twice has two items
+		seen map[skey]bool // a block recorded twice has two items
 	)
-	for len(b.lifts) > 0 && !b.lifts[0].at.After(now) {
-		it := heap.Pop(&b.lifts).(liftItem)
+	for len(b.lifts) > 0 && b.lifts[0].at <= toSecs(now, false) {
+		it := heap.Pop(&b.lifts).(stamped)
 		// A stale item: the block was lifted or replaced since.
-		if e := b.state[it.k]; e != nil && e.until.Equal(it.at) && !seen[it.k] {
+		if e, ok := b.state[it.k]; ok && e.until == it.at && !seen[it.k] {
 			if seen == nil {
-				seen = map[key]bool{}
+				seen = map[skey]bool{}
 			}
 			seen[it.k] = true
-			due = append(due, it.k)
+			due = append(due, it.k.key())
 		}
 	}
 	if len(due) > 0 {

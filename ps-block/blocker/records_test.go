@@ -224,3 +224,72 @@ func TestHostsDenyAdminLineKept(t *testing.T) {
 		t.Errorf("hosts.deny after the lifts: %q", b)
 	}
 }
+
+// BLOCK_MAX bounds the records in force: a new block past it lifts the
+// oldest, and a restart with a smaller bound lifts the oldest at start.
+func TestBlockMax(t *testing.T) {
+	log := &logBook{}
+	r := newRig(t, func(c *Config) { c.BlockMax, c.Log = 3, log })
+	for i := 1; i <= 5; i++ {
+		r.feed(block(fmt.Sprintf("198.18.0.%d", i), "tcp", 21, ""))
+		r.now = r.now.Add(time.Second)
+	}
+	if n := len(r.b.state); n != 3 {
+		t.Errorf("%d records in force, want 3", n)
+	}
+	for _, a := range []string{"198.18.0.1", "198.18.0.2"} {
+		if !slices.Contains(*r.c, "nft del "+a) || !slices.Contains(*r.c, "hosts.deny del "+a) {
+			t.Errorf("%s, the oldest, was not lifted: %q", a, *r.c)
+		}
+	}
+	if res := strings.Join(r.results(t), "\n"); !strings.Contains(res, "nft true 198.18.0.1 tcp: lifted (BLOCK_MAX reached") {
+		t.Log(res)
+		t.Error("no result says why 198.18.0.1 was lifted")
+	}
+	if !log.has("BLOCK_MAX (3) reached") {
+		t.Errorf("not logged: %q", log.lines)
+	}
+	blocked, _ := os.ReadFile(r.b.cfg.BlockedFile + ".tcp")
+	if strings.Contains(string(blocked), "198.18.0.1/") || strings.Count(string(blocked), "\n") != 3 {
+		t.Errorf("blocked file:\n%s", blocked)
+	}
+
+	r2 := r.restart(func(c *Config) { c.BlockMax = 2 })
+	if n := len(r2.b.state); n != 2 || !r2.b.has(key{netip.MustParseAddr("198.18.0.5"), event.ModeTCP}) {
+		t.Errorf("after a restart with BLOCK_MAX 2: %d records", n)
+	}
+	if !slices.Contains(*r2.c, "nft del 198.18.0.3") {
+		t.Errorf("the oldest was not lifted at start: %q", *r2.c)
+	}
+	blocked, _ = os.ReadFile(r.b.cfg.BlockedFile + ".tcp")
+	until, _ := os.ReadFile(r.b.cfg.BlockedFile + untilSuffix)
+	if strings.Count(string(blocked), "\n") != 2 || strings.Count(string(until), "\n") != 2 {
+		t.Errorf("files after the restart:\n%s\n%s", blocked, until)
+	}
+}
+
+// A large blocked file is not rewritten at every lift: the until file says
+// at once that the record ended, so a restart does not restore it, and the
+// blocked file is compacted then (or once half its lines are stale).
+func TestLiftLargeFileLazily(t *testing.T) {
+	r := newRig(t, func(c *Config) { c.NFT, c.HostsDeny, c.Route, c.Unroute = nil, nil, nil, nil })
+	var lines []string
+	for i := range compactMin + 100 {
+		lines = append(lines, block(netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}).String(), "tcp", 21, ""))
+	}
+	r.feed(lines...)
+	gone := netip.AddrFrom4([4]byte{198, 18, 0, 7})
+	r.feed(`{"v":1,"kind":"unblock","time":"2026-11-24T14:00:00Z","target":"` + gone.String() + `","mode":"tcp"}`)
+	blocked, _ := os.ReadFile(r.b.cfg.BlockedFile + ".tcp")
+	if !strings.Contains(string(blocked), "/"+gone.String()+" ") {
+		t.Error("the large blocked file was rewritten for one lift")
+	}
+	r2 := r.restart(nil)
+	if r2.b.has(key{gone, event.ModeTCP}) || len(r2.b.state) != compactMin+99 {
+		t.Errorf("restored %d records, the lifted one too: %v", len(r2.b.state), r2.b.has(key{gone, event.ModeTCP}))
+	}
+	blocked, _ = os.ReadFile(r.b.cfg.BlockedFile + ".tcp")
+	if strings.Contains(string(blocked), "/"+gone.String()+" ") || strings.Count(string(blocked), "\n") != compactMin+99 {
+		t.Error("the blocked file was not compacted at start")
+	}
+}

@@ -2,6 +2,7 @@ package blocker
 
 import (
 	"bufio"
+	"container/heap"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -21,105 +22,167 @@ import (
 // record ends and what it was: 1.2's blocked-file line has no room for
 // either, and fail2ban must keep reading that line unchanged. Each line is
 // "ADDRESS MODE END [KIND]", END being RFC 3339 or "never", KIND "run" or
-// "alert" (absent: a block); the last line for a host and mode counts.
+// "alert" (absent: a block), or "ADDRESS MODE lifted" when the record
+// ended; the last line for a host and mode counts. The file is rewritten
+// with the records in force at each start and when it has grown to more
+// than twice their number.
 const untilSuffix = ".until"
+
+// lifted is the END of an until line that says the record ended.
+const lifted = "lifted"
 
 type endLine struct {
 	k     key
 	until time.Time
 	kind  event.Kind
+	gone  bool // the record ended: "lifted"
 }
 
 func (l endLine) String() string {
 	end := "never"
-	if !l.until.IsZero() {
+	switch {
+	case l.gone:
+		end = lifted
+	case !l.until.IsZero():
 		end = l.until.UTC().Format(time.RFC3339Nano)
 	}
 	s := l.k.addr.String() + " " + l.k.mode.String() + " " + end
-	if l.kind != event.KindBlock {
+	if !l.gone && l.kind != event.KindBlock {
 		s += " " + l.kind.String()
 	}
 	return s
 }
 
-func appendEnds(path string, ends []endLine) error {
+func parseEnd(text []byte) (endLine, error) {
+	fields := strings.Fields(string(text))
+	if len(fields) != 3 && len(fields) != 4 {
+		return endLine{}, errors.New("want ADDRESS MODE END [KIND]")
+	}
+	kind, kerr := event.KindBlock, error(nil)
+	if len(fields) == 4 {
+		if kind, kerr = event.ParseKind(fields[3]); kerr == nil && kind != event.KindRun && kind != event.KindAlert {
+			kerr = fmt.Errorf("kind %q: want run or alert", fields[3])
+		}
+	}
+	addr, aerr := netip.ParseAddr(fields[0])
+	mode, merr := event.ParseMode(fields[1])
+	var until time.Time
+	var terr error
+	if fields[2] != "never" && fields[2] != lifted {
+		until, terr = time.Parse(time.RFC3339Nano, fields[2])
+	}
+	if err := errors.Join(aerr, merr, terr, kerr); err != nil {
+		return endLine{}, err
+	}
+	return endLine{k: key{addr.Unmap(), mode}, until: until, kind: kind, gone: fields[2] == lifted}, nil
+}
+
+// appendEnds adds lines to the until file, and rewrites it when it holds
+// more than twice the records in force.
+func (b *Blocker) appendEnds(ends []endLine) {
+	if b.cfg.BlockedFile == "" || b.cfg.DryRun || len(ends) == 0 {
+		return
+	}
+	path := b.cfg.BlockedFile + untilSuffix
 	var sb strings.Builder
 	for _, l := range ends {
 		sb.WriteString(l.String())
 		sb.WriteByte('\n')
 	}
 	if err := recfile.Append(path, []byte(sb.String())); err != nil {
-		return fmt.Errorf("blocker: %w", err)
+		b.cfg.Log.Admin("blocker: %v", err)
+		return
 	}
-	return nil
+	b.endLines += len(ends)
+	if b.endLines > 2*len(b.state)+compactMin {
+		b.rewriteEnds()
+	}
 }
 
-// loadEnds reads the until file; lines it cannot read are reported and
-// skipped (their blocks then count as never ending, as in 1.2).
-func loadEnds(path string, log Logger) (map[key]endLine, error) {
-	f, err := recfile.Open(path, os.O_RDONLY)
-	if errors.Is(err, fs.ErrNotExist) {
-		return map[key]endLine{}, nil
+// compactMin is how many lines a record file may hold beyond what is in
+// force before it is rewritten: small files are kept exact, large ones
+// rewritten when half their lines are stale, so each lift costs a constant
+// share of a rewrite, not a rewrite.
+const compactMin = 4096
+
+// rewriteEnds replaces the until file with the records in force, a line
+// at a time.
+func (b *Blocker) rewriteEnds() {
+	if b.cfg.BlockedFile == "" || b.cfg.DryRun {
+		return
 	}
+	path := b.cfg.BlockedFile + untilSuffix
+	err := func() error {
+		w, err := recfile.Create(path, 0o600)
+		if err != nil {
+			return err
+		}
+		defer w.Close()
+		bw := bufio.NewWriterSize(w, 64<<10)
+		for k, e := range b.state {
+			bw.WriteString(endLine{k: k.key(), until: e.end(), kind: e.kind}.String())
+			bw.WriteByte('\n')
+		}
+		if err := bw.Flush(); err != nil {
+			return err
+		}
+		return w.Commit()
+	}()
 	if err != nil {
-		return nil, fmt.Errorf("blocker: %w", err)
+		b.cfg.Log.Admin("blocker: %v", err)
+		return
 	}
-	defer f.Close()
-	ends := map[key]endLine{}
-	sc := bufio.NewScanner(f)
-	for n := 1; sc.Scan(); n++ {
-		fields := strings.Fields(sc.Text())
-		if len(fields) != 3 && len(fields) != 4 {
-			log.Admin("%s line %d: want ADDRESS MODE END [KIND] (line skipped)", path, n)
-			continue
-		}
-		kind, kerr := event.KindBlock, error(nil)
-		if len(fields) == 4 {
-			if kind, kerr = event.ParseKind(fields[3]); kerr == nil && kind != event.KindRun && kind != event.KindAlert {
-				kerr = fmt.Errorf("kind %q: want run or alert", fields[3])
-			}
-		}
-		addr, aerr := netip.ParseAddr(fields[0])
-		mode, merr := event.ParseMode(fields[1])
-		var until time.Time
-		var terr error
-		if fields[2] != "never" {
-			until, terr = time.Parse(time.RFC3339Nano, fields[2])
-		}
-		if err := errors.Join(aerr, merr, terr, kerr); err != nil {
-			log.Admin("%s line %d: %v (line skipped)", path, n, err)
-			continue
-		}
-		k := key{addr.Unmap(), mode}
-		ends[k] = endLine{k: k, until: until, kind: kind}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("blocker: read %s: %w", path, err)
-	}
-	return ends, nil
+	b.endLines = len(b.state)
 }
 
-// rewriteEnds replaces the until file with the blocks in force, so it does
-// not grow without end.
-func (b *Blocker) rewriteEnds(path string) error {
-	var sb strings.Builder
-	for k, e := range b.state {
-		sb.WriteString(endLine{k: k, until: e.until, kind: e.kind}.String())
-		sb.WriteByte('\n')
+// dropLines removes the lines of ended records of mode m from its blocked
+// file: at once while the file is small, else when half its lines are
+// stale (a restore skips the stale ones: the until file says they ended).
+func (b *Blocker) dropLines(m event.Mode, n int) {
+	if b.cfg.BlockedFile == "" || b.cfg.DryRun {
+		return
 	}
-	if err := recfile.Replace(path, []byte(sb.String())); err != nil {
-		return fmt.Errorf("blocker: %w", err)
+	b.stale[m] += n
+	if b.restoring || (b.lines[m] > compactMin && 2*b.stale[m] < b.lines[m]) {
+		return
 	}
-	return nil
+	b.compactLines(m)
 }
 
-// Restore rebuilds what ps-block had applied before it stopped: the blocked
-// files name the blocks, the until file when they end. Blocks that ended
-// while ps-block was down are lifted now. Every block in force passes the
-// gate again (gate.Restored): one the guard refuses now (an address since
-// added to the ignore file, this host's own, a gateway; or a planted or
-// migrated file) is lifted and logged; the others whose kernel element is
-// gone (after a reboot) are added again, as are missing hosts.deny lines.
+// compactLines rewrites mode m's blocked file with the lines of records in
+// force only, the first for each host.
+func (b *Blocker) compactLines(m event.Mode) {
+	seen := map[skey]bool{}
+	kept := 0
+	_, err := blockfile.Keep(b.cfg.BlockedFile+"."+m.String(), func(l blockfile.Line) bool {
+		s := key{l.Addr.Unmap(), m}.s()
+		if _, ok := b.state[s]; !ok || seen[s] {
+			return false
+		}
+		seen[s] = true
+		kept++
+		return true
+	})
+	if err != nil {
+		b.cfg.Log.Admin("%v", err)
+		return
+	}
+	b.lines[m], b.stale[m] = kept, 0
+}
+
+// restoreChunk bounds what Restore holds at once beside the records: the
+// decisions re-applied, the blocks lifted and their result lines.
+const restoreChunk = 4096
+
+// Restore rebuilds what ps-block had carried out before it stopped, reading
+// its files a line at a time: the blocked files name the records, the
+// until file when each ends and what it was. At most BLOCK_MAX records are
+// kept, the newest; the older are lifted. Records that ended while
+// ps-block was down are lifted now. Every block in force passes the gate
+// again (gate.Restored): one the guard refuses now (an address since added
+// to the ignore file, this host's own, a gateway; or a planted or migrated
+// file) is lifted and logged; the others whose kernel element is gone
+// (after a reboot) are added again, as are missing hosts.deny lines.
 // Problems are logged; Restore goes on.
 func (b *Blocker) Restore() {
 	b.mu.Lock()
@@ -129,86 +192,204 @@ func (b *Blocker) Restore() {
 			b.cfg.Log.Admin("%v", err)
 		}
 	}
-	inKernel := map[netip.Addr]bool{}
-	if n := b.cfg.NFT; n != nil {
+	if b.cfg.NFT != nil {
 		if err := b.ensureNFT(); err != nil {
 			b.cfg.Log.Admin("nftables: %v (will retry at the next block)", err)
-		} else if els, err := n.List(); err != nil {
-			b.cfg.Log.Admin("%s", nftReadProblem(err, b.cfg.DryRun))
-		} else {
-			for _, el := range els {
-				inKernel[el.Addr.Unmap()] = true
-			}
 		}
 	}
 	if b.cfg.BlockedFile == "" {
 		return
 	}
-	ends, err := loadEnds(b.cfg.BlockedFile+untilSuffix, b.cfg.Log)
-	if err != nil {
-		b.cfg.Log.Admin("%v", err)
-	}
-	now := b.cfg.Now()
+	b.restoring = true
+	defer func() { b.restoring = false }()
+	evicted := b.restoreLines()
+	b.restoreEnds()
+	b.restoreInKernel()
+
+	now := toSecs(b.cfg.Now(), false)
 	var (
 		ended, refused []key
 		reapply        []*pending
 		why            = map[key]string{}
+		inForce        int
 	)
+	for s, e := range b.state {
+		k := s.key()
+		if e.until != 0 {
+			heap.Push(&b.lifts, stamped{at: e.until, k: s})
+		}
+		switch {
+		case e.until != 0 && e.until <= now:
+			ended = append(ended, k)
+		case e.kind != event.KindBlock:
+		default:
+			pass, err := b.gate.Admit(k.addr, e.port, k.mode, gate.Restored)
+			var r *gate.Refused
+			switch {
+			case errors.As(err, &r):
+				refused = append(refused, k)
+				why[k] = r.Why
+			case err != nil:
+				b.cfg.Log.Admin("%s.%s: %s: %v (lifted)", b.cfg.BlockedFile, k.mode, k.addr, err)
+				refused = append(refused, k)
+				why[k] = err.Error()
+			default:
+				inForce++
+				if !e.inKernel || (b.cfg.HostsDeny != nil && !b.cfg.HostsDeny.Has(k.addr)) {
+					reapply = append(reapply, &pending{ev: event.Event{Kind: e.kind, Target: k.addr, Mode: k.mode, Port: e.port, Until: e.end()}, k: k, origin: gate.Restored, pass: pass, slot: -1})
+				}
+			}
+		}
+		if len(reapply) >= restoreChunk {
+			b.reapply(reapply)
+			reapply = reapply[:0]
+		}
+	}
+	b.reapply(reapply)
+	b.cfg.Log.Admin("restored %d record(s) (blocks, runs, alerts) from %s.<mode>: %d block(s) in force, %d ended meanwhile, %d refused by the guard, %d over BLOCK_MAX lifted",
+		len(b.state), b.cfg.BlockedFile, inForce, len(ended), len(refused), evicted)
+	for len(ended) > 0 {
+		n := min(len(ended), restoreChunk)
+		b.lift(ended[:n], "block ended while ps-block was stopped")
+		b.flushOut()
+		ended = ended[n:]
+	}
+	// Refused hosts are lifted after the others were put back: a host
+	// refused in one mode is refused in all, so nothing added it again.
+	b.liftRefused(refused, why)
+	for _, m := range event.Modes {
+		if b.stale[m] > 0 {
+			b.compactLines(m)
+		}
+	}
+	b.rewriteEnds()
+	b.compactHeaps()
+	b.flushOut()
+}
+
+// restoreLines reads the blocked files into the state, a line at a time,
+// each record a block until the until file says otherwise (or, with no
+// line there, what BLOCK_TCP/BLOCK_UDP make of the mode: a 1.2 file). Past
+// BLOCK_MAX the oldest are lifted, a chunk at a time; it returns how many.
+func (b *Blocker) restoreLines() (evicted int) {
 	for _, m := range event.Modes {
 		path := b.cfg.BlockedFile + "." + m.String()
-		var lines []blockfile.Line
-		err := blockfile.Scan(path, func(l blockfile.Line) { lines = append(lines, l) }, func(n int, err error) {
+		kind := b.cfg.kindOf(m)
+		err := blockfile.Scan(path, func(l blockfile.Line) {
+			b.lines[m]++
+			k := key{l.Addr.Unmap(), m}
+			if b.has(k) {
+				b.stale[m]++ // a second line for the host
+				return
+			}
+			b.record(k, entry{start: toSecs(l.Time, false), port: l.Port, kind: kind,
+				// Routes are not visible to ps-block; a restored block
+				// counts as routed so that its end runs KILL_UNROUTE.
+				routed: kind == event.KindBlock && b.cfg.Route != nil})
+			if b.cfg.BlockMax > 0 && len(b.state) >= b.cfg.BlockMax+restoreChunk {
+				evicted += b.evict(len(b.state)-b.cfg.BlockMax, "BLOCK_MAX reached at start: the oldest are lifted")
+			}
+		}, func(n int, err error) {
 			b.cfg.Log.Admin("%s line %d: %v (line skipped)", path, n, err)
+			b.stale[m]++
 		})
 		if err != nil {
 			b.cfg.Log.Admin("%v", err)
-			continue
 		}
-		for _, l := range lines {
-			k := key{l.Addr.Unmap(), m}
-			if b.state[k] != nil {
-				continue
+	}
+	if b.cfg.BlockMax > 0 && len(b.state) > b.cfg.BlockMax {
+		evicted += b.evict(len(b.state)-b.cfg.BlockMax, "BLOCK_MAX reached at start: the oldest are lifted")
+	}
+	return evicted
+}
+
+// restoreEnds reads the until file, a line at a time, into the records
+// the blocked files named; a record it says ended is dropped.
+func (b *Blocker) restoreEnds() {
+	path := b.cfg.BlockedFile + untilSuffix
+	f, err := recfile.Open(path, os.O_RDONLY)
+	if errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	if err != nil {
+		b.cfg.Log.Admin("blocker: %v", err)
+		return
+	}
+	defer f.Close()
+	err = recfile.Lines(f, func(n int, text []byte, err error) error {
+		var l endLine
+		if err == nil {
+			l, err = parseEnd(text)
+		}
+		if err != nil {
+			b.cfg.Log.Admin("%s line %d: %v (line skipped)", path, n, err)
+			return nil
+		}
+		s := l.k.s()
+		e, ok := b.state[s]
+		switch {
+		case !ok:
+		case l.gone:
+			delete(b.state, s)
+			b.stale[l.k.mode]++
+		default:
+			e.until, e.kind = toSecs(l.until, true), l.kind
+			e.routed = e.routed && l.kind == event.KindBlock
+			b.state[s] = e
+		}
+		return nil
+	})
+	if err != nil {
+		b.cfg.Log.Admin("blocker: read %s: %v", path, err)
+	}
+}
+
+// restoreInKernel marks the records whose host is in the kernel's sets.
+func (b *Blocker) restoreInKernel() {
+	n := b.cfg.NFT
+	if n == nil || !b.nftReady {
+		return
+	}
+	els, err := n.List()
+	if err != nil {
+		b.cfg.Log.Admin("%s", nftReadProblem(err, b.cfg.DryRun))
+		return
+	}
+	for _, el := range els {
+		a := el.Addr.Unmap()
+		for _, m := range event.Modes {
+			if e, ok := b.state[key{a, m}.s()]; ok {
+				e.inKernel = true
+				b.state[key{a, m}.s()] = e
 			}
-			pass, err := b.gate.Admit(k.addr, l.Port, m, gate.Restored)
-			var r *gate.Refused
-			if err != nil && !errors.As(err, &r) {
-				b.cfg.Log.Admin("%s: %v (line skipped)", path, err)
-				continue
-			}
-			end, ok := ends[k]
+		}
+	}
+}
+
+// evict lifts the n oldest records to make room (BLOCK_MAX), and returns
+// how many it lifted.
+func (b *Blocker) evict(n int, why string) int {
+	done := 0
+	for done < n {
+		var keys []key
+		for len(keys) < min(n-done, restoreChunk) {
+			k, ok := b.oldest()
 			if !ok {
-				// A line with no record of its own (a 1.2 file): what
-				// BLOCK_TCP/BLOCK_UDP make of the mode says what it was.
-				end.kind = b.cfg.kindOf(m)
+				break
 			}
-			until := end.until
-			// Routes are not visible to ps-block; a restored block counts
-			// as routed so that its end runs KILL_UNROUTE.
-			b.record(k, &entry{until: until, port: l.Port, kind: end.kind, routed: end.kind == event.KindBlock && b.cfg.Route != nil})
-			switch {
-			case !until.IsZero() && !until.After(now):
-				ended = append(ended, k)
-			case r != nil:
-				refused = append(refused, k)
-				why[k] = r.Why
-			case end.kind == event.KindBlock:
-				reapply = append(reapply, &pending{ev: event.Event{Kind: end.kind, Target: k.addr, Mode: m, Port: l.Port, Until: until}, k: k, origin: gate.Restored, pass: pass, slot: -1})
-			}
+			keys = append(keys, k)
 		}
-	}
-	b.cfg.Log.Admin("restored %d record(s) (blocks, runs, alerts) from %s.<mode>: %d block(s) in force, %d ended meanwhile, %d refused by the guard",
-		len(b.state), b.cfg.BlockedFile, len(reapply), len(ended), len(refused))
-	b.lift(ended, "block ended while ps-block was stopped")
-	// Lifted before the others are put back: a host refused in one mode
-	// is refused in all, so nothing below adds it again.
-	b.liftRefused(refused, why)
-	b.reapply(reapply, inKernel)
-	if !b.cfg.DryRun {
-		if err := b.rewriteEnds(b.cfg.BlockedFile + untilSuffix); err != nil {
-			b.cfg.Log.Admin("%v", err)
+		if len(keys) == 0 {
+			break
 		}
+		b.cfg.Log.AttackLimited("BLOCK_MAX (%d) reached: lifting the %d oldest record(s), from %s in mode %s on", b.cfg.BlockMax, len(keys), keys[0].addr, keys[0].mode)
+		b.lift(keys, why)
+		if b.restoring {
+			b.flushOut()
+		}
+		done += len(keys)
 	}
-	b.flushOut()
+	return done
 }
 
 // nftReadProblem words a failure to read the kernel's sets. A dry run
@@ -253,9 +434,10 @@ func (b *Blocker) liftRefused(keys []key, why map[key]string) {
 }
 
 // reapply puts back what a reboot or an administrator removed from the
-// kernel set and hosts.deny for blocks still in force.
-func (b *Blocker) reapply(ps []*pending, inKernel map[netip.Addr]bool) {
-	if b.cfg.DryRun {
+// kernel set and hosts.deny for blocks still in force: one netlink batch
+// and one hosts.deny append per chunk.
+func (b *Blocker) reapply(ps []*pending) {
+	if b.cfg.DryRun || len(ps) == 0 {
 		return
 	}
 	var nftMissing, hdMissing []*pending
@@ -265,7 +447,7 @@ func (b *Blocker) reapply(ps []*pending, inKernel map[netip.Addr]bool) {
 			continue
 		}
 		seen[p.k.addr] = true
-		if b.cfg.NFT != nil && b.nftReady && !inKernel[p.k.addr] {
+		if e, _ := b.get(p.k); b.cfg.NFT != nil && b.nftReady && !b.hostInKernel(p.k.addr) && !e.inKernel {
 			// The longest end of the host's modes goes in.
 			p.ev.Until, _ = b.longestEnd(p.k.addr)
 			nftMissing = append(nftMissing, p)
@@ -284,6 +466,12 @@ func (b *Blocker) reapply(ps []*pending, inKernel map[netip.Addr]bool) {
 			b.cfg.Log.Admin("restoring %d element(s): %v", len(nftMissing), err)
 		} else {
 			b.cfg.Log.Admin("restored %d element(s) missing from the nftables sets", len(nftMissing))
+			for _, p := range nftMissing {
+				if e, ok := b.get(p.k); ok {
+					e.inKernel = true
+					b.state[p.k.s()] = e
+				}
+			}
 		}
 	}
 	if len(hdMissing) > 0 {
@@ -296,6 +484,17 @@ func (b *Blocker) reapply(ps []*pending, inKernel map[netip.Addr]bool) {
 			b.cfg.Log.Admin("restored %d line(s) missing from %s", len(hdMissing), b.cfg.HostsDeny.Path())
 		}
 	}
+}
+
+// hostInKernel reports whether any record of the host is marked as in
+// the kernel's set (the element serves every mode).
+func (b *Blocker) hostInKernel(a netip.Addr) bool {
+	for _, m := range event.Modes {
+		if e, ok := b.get(key{a, m}); ok && e.inKernel {
+			return true
+		}
+	}
+	return false
 }
 
 // RecordFile is one file ps-block keeps its records in, with the

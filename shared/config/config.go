@@ -56,6 +56,7 @@ type Config struct {
 	NFTForward       bool
 	BlockRate        float64 // new blocks per second ps-block carries out at most
 	BlockBurst       int
+	BlockMax         int // records ps-block keeps in force at most; 0: no bound
 	RunAsUser        string
 	ProtectAddresses []netip.Prefix // never blocked, like the host's own addresses
 	Fleet            Fleet          // the NATS keys (fleet.go)
@@ -84,6 +85,7 @@ func Default() *Config {
 		NFTTable:           "portsentry",
 		BlockRate:          50,
 		BlockBurst:         200,
+		BlockMax:           1_000_000,
 		RunAsUser:          "nobody",
 	}
 }
@@ -255,6 +257,7 @@ var setters = map[string]setter{
 	"NFT_FORWARD":        boolKey(func(c *Config) *bool { return &c.NFTForward }),
 	"BLOCK_RATE":         rateKey(func(c *Config) *float64 { return &c.BlockRate }),
 	"BLOCK_BURST":        intKey(1, 1_000_000, func(c *Config) *int { return &c.BlockBurst }),
+	"BLOCK_MAX":          intKey(0, 100_000_000, func(c *Config) *int { return &c.BlockMax }),
 	"RUN_AS_USER":        nameKey(func(c *Config) *string { return &c.RunAsUser }),
 	"PROTECT_ADDRESSES":  prefixesKey(func(c *Config) *[]netip.Prefix { return &c.ProtectAddresses }),
 }

@@ -4,6 +4,12 @@
 //	benchlab decisions -n N
 //	    writes N block decision lines, each for a distinct target (half IPv4
 //	    from 198.18.0.0/15, half IPv6 from 2001:db8::/32), mode atcp.
+//	benchlab records -n N -base PATH
+//	    writes ps-block's records of N blocks in force, each for a distinct
+//	    target (the first 131,072 IPv4 from 198.18.0.0/15, the rest IPv6
+//	    from 2001:db8::/32), mode atcp: PATH.atcp (1.2's blocked-file lines)
+//	    and PATH.until (each ending in 2099), as ps-block would have left
+//	    them.
 //	benchlab run [-in FILE] [-out FILE] [-limit D] -- CMD ARGS...
 //	    runs CMD with stdin from FILE and stdout to FILE (default /dev/null)
 //	    and prints one line: "wall_s cpu_s maxrss_kib exit_status".
@@ -46,6 +52,8 @@ func main() {
 	switch os.Args[1] {
 	case "decisions":
 		err = decisions(os.Args[2:])
+	case "records":
+		err = records(os.Args[2:])
 	case "run":
 		err = run(os.Args[2:])
 	case "feed":
@@ -90,6 +98,46 @@ func decisions(args []string) error {
 		}
 	}
 	return w.Flush()
+}
+
+// records writes the blocked and until files of n blocks in force.
+func records(args []string) error {
+	fs := flag.NewFlagSet("records", flag.ExitOnError)
+	n := fs.Int("n", 1_000_000, "blocks")
+	base := fs.String("base", "", "BLOCKED_FILE")
+	_ = fs.Parse(args)
+	if *base == "" {
+		return errors.New("records: -base is required")
+	}
+	bf, err := os.OpenFile(*base+".atcp", os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	uf, err := os.OpenFile(*base+".until", os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	bw, uw := bufio.NewWriterSize(bf, 1<<20), bufio.NewWriterSize(uf, 1<<20)
+	start := time.Date(2026, 11, 24, 14, 0, 0, 0, time.UTC)
+	end := time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC).Format(time.RFC3339)
+	for i := 0; i < *n; i++ {
+		var a netip.Addr
+		if i < 1<<17 {
+			a = netip.AddrFrom4([4]byte{198, 18 + byte(i>>16), byte(i >> 8), byte(i)})
+		} else {
+			a = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0x4e, 0xc0, 12: byte(i >> 24), 13: byte(i >> 16), 14: byte(i >> 8), 15: byte(i)})
+		}
+		t := start.Add(time.Duration(i) * 20 * time.Millisecond) // 50 a second
+		fmt.Fprintf(bw, "%d - %02d/%02d/%04d %02d:%02d:%02d Host: %s/%s Port: 21 TCP Blocked\n",
+			t.Unix(), t.Month(), t.Day(), t.Year(), t.Hour(), t.Minute(), t.Second(), a, a)
+		fmt.Fprintf(uw, "%s atcp %s\n", a, end)
+	}
+	for _, err := range []error{bw.Flush(), uw.Flush(), bf.Close(), uf.Close()} {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func command(ctx context.Context, argv []string) (*exec.Cmd, error) {
