@@ -192,19 +192,27 @@ func (b *Blocker) Restore() {
 			b.cfg.Log.Admin("%v", err)
 		}
 	}
+	listable := false
 	if b.cfg.NFT != nil {
 		if err := b.ensureNFT(); err != nil {
 			b.cfg.Log.Admin("nftables: %v (will retry at the next block)", err)
+		} else {
+			listable = true
 		}
 	}
 	if b.cfg.BlockedFile == "" {
+		if listable {
+			b.restoreInKernel() // its problems are said at start
+		}
 		return
 	}
 	b.restoring = true
 	defer func() { b.restoring = false }()
 	evicted := b.restoreLines()
 	b.restoreEnds()
-	b.restoreInKernel()
+	if listable {
+		b.restoreInKernel()
+	}
 
 	now := toSecs(b.cfg.Now(), false)
 	var (
@@ -346,11 +354,7 @@ func (b *Blocker) restoreEnds() {
 
 // restoreInKernel marks the records whose host is in the kernel's sets.
 func (b *Blocker) restoreInKernel() {
-	n := b.cfg.NFT
-	if n == nil || !b.nftReady {
-		return
-	}
-	els, err := n.List()
+	els, err := b.cfg.NFT.List()
 	if err != nil {
 		b.cfg.Log.Admin("%s", nftReadProblem(err, b.cfg.DryRun))
 		return
