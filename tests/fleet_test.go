@@ -5,6 +5,7 @@ package tests
 // bridge in a fourth that also runs the server.
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"net/netip"
@@ -313,5 +314,58 @@ func TestFleet(t *testing.T) {
 				t.Errorf("a member's address %s is in a set", a)
 			}
 		}
+	}
+}
+
+// TestFleetContribUnits verifies each fleet drop-in of contrib/systemd/fleet
+// merged into the unit it changes (systemd reads a drop-in after the unit,
+// as the text that follows it), and that every stage of both topologies
+// reaches the same NATS server.
+func TestFleetContribUnits(t *testing.T) {
+	if _, err := exec.LookPath("systemd-analyze"); err != nil {
+		netlab.SkipOrFail(t, "no systemd-analyze (Debian package systemd): %v", err)
+	}
+	dropins, _ := filepath.Glob(filepath.Join(contribUnits, "fleet", "*", "*.service.d", "*.conf"))
+	top, _ := filepath.Glob(filepath.Join(contribUnits, "fleet", "*.service.d", "*.conf"))
+	dropins = append(dropins, top...)
+	if len(dropins) != 4 {
+		t.Fatalf("%d fleet drop-ins, want 4 (ps-block; ps-sniff, ps-listen, ps-judge of topology 2): %q", len(dropins), dropins)
+	}
+	urls := map[string]bool{}
+	for _, d := range dropins {
+		unit := strings.TrimSuffix(filepath.Base(filepath.Dir(d)), ".d")
+		base, err := os.ReadFile(filepath.Join(contribUnits, unit))
+		if err != nil {
+			t.Fatal(err)
+		}
+		drop, err := os.ReadFile(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range strings.Fields(string(drop)) {
+			if strings.HasPrefix(f, "nats://") {
+				urls[f] = true
+			}
+		}
+		dir := t.TempDir()
+		merged := bytes.ReplaceAll(append(append(base, '\n'), drop...), []byte("/usr/local/sbin/"), []byte(binDir+"/"))
+		name := filepath.Join(dir, unit)
+		if err := os.WriteFile(name, merged, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command("systemd-analyze", "verify", "--man=no", name).CombinedOutput()
+		// The units name each other (Wants=, After=); only this one is here.
+		var problems []string
+		for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			if l != "" && !strings.Contains(l, "not found") {
+				problems = append(problems, l)
+			}
+		}
+		if len(problems) > 0 {
+			t.Errorf("systemd-analyze verify %s with %s: %v\n%s", unit, d, err, strings.Join(problems, "\n"))
+		}
+	}
+	if len(urls) != 1 {
+		t.Errorf("the drop-ins name %d NATS servers, want one: %v", len(urls), urls)
 	}
 }
