@@ -60,7 +60,7 @@ func joinFleet(url string, cfg *config.Config, b *blocker.Blocker, keeper *guard
 		case <-ctx.Done():
 			return
 		}
-		if err := fleet.Follow(ctx, nc, host+"/ps-block", b, logf); err != nil {
+		if err := fleet.Follow(ctx, nc, host+"/ps-block", b.FromFleet(), logf); err != nil {
 			logf("%v", err)
 		}
 	}()

@@ -33,6 +33,7 @@ import (
 	"github.com/portsentry/pipeline/ps-block/ratelimit"
 	"github.com/portsentry/pipeline/shared/event"
 	"github.com/portsentry/pipeline/shared/guard"
+	"github.com/portsentry/pipeline/shared/transport"
 )
 
 // Result actions beside the SPEC's hosts.deny, route, run and nft: "block"
@@ -245,8 +246,26 @@ func (b *Blocker) settle() {
 	b.slots = b.slots[:0]
 }
 
-// Line implements transport.Handler: one input line.
+// Line implements transport.Handler: one input line, a decision of this
+// host's ps-judge.
 func (b *Blocker) Line(origin string, n int, data []byte, err error) {
+	b.line(gate.Decision, origin, n, data, err)
+}
+
+// FromFleet is the Handler of the decisions other hosts of the fleet made
+// (ps-block --fleet): they take the way of input lines, and what the gate
+// refuses of them says where they came from.
+func (b *Blocker) FromFleet() transport.Handler { return fleetSource{b} }
+
+type fleetSource struct{ b *Blocker }
+
+func (f fleetSource) Line(origin string, n int, data []byte, err error) {
+	f.b.line(gate.Fleet, origin, n, data, err)
+}
+
+func (f fleetSource) Idle() { f.b.Idle() }
+
+func (b *Blocker) line(o gate.Origin, origin string, n int, data []byte, err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.cur = b.newSlot()
@@ -274,7 +293,7 @@ func (b *Blocker) Line(origin string, n int, data []byte, err error) {
 			b.cfg.Log.AttackLimited("Host %s probed %s port %d in mode %s (%d hits): alert only, no action",
 				ev.Target, ev.Proto.Upper(), ev.Port, ev.Mode, ev.Hits)
 		}
-		b.decide(&ev, gate.Decision)
+		b.decide(&ev, o)
 	case event.KindUnblock:
 		b.flushBatch() // a block queued before this line comes first
 		k := key{ev.Target.Unmap(), ev.Mode}
@@ -292,14 +311,14 @@ func (b *Blocker) Line(origin string, n int, data []byte, err error) {
 	}
 }
 
-// Act carries out decisions that did not come as input lines: from the
-// fleet (gate.Fleet) or blocks the kernel fast path made (gate.Kernel, in
-// place already: not held back by the rate limit, and lifted if the gate
-// refuses them). They take the way a line takes, through the gate, and are
-// carried out and reported before Act returns.
+// Act carries out acts that did not come as input lines: blocks the kernel
+// fast path made (gate.Kernel: in place already, so not held back by the
+// rate limit, and taken out of the set if the gate refuses them). They
+// take the way a line takes, through the gate, and are carried out and
+// reported before Act returns. Lines from the fleet take FromFleet.
 func (b *Blocker) Act(o gate.Origin, evs ...event.Event) error {
-	if o != gate.Fleet && o != gate.Kernel {
-		return fmt.Errorf("blocker: Act takes decisions from the fleet or the kernel, not %s", o)
+	if o != gate.Kernel {
+		return fmt.Errorf("blocker: Act takes the blocks the kernel made, not a decision %s", o)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()

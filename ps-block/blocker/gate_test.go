@@ -103,20 +103,24 @@ func TestKernelAct(t *testing.T) {
 	}
 }
 
-// TestFleetAct: a fleet decision is held back by the rate limit like a
-// line, and asked again when released.
-func TestFleetAct(t *testing.T) {
+// TestFromFleet: a fleet decision is held back by the rate limit like a
+// line of this host's, asked again when released, and its refusal names
+// the fleet.
+func TestFromFleet(t *testing.T) {
 	r := newRig(t, func(c *Config) { c.Rate, c.Burst = 1, 1; c.Route, c.RunCmd, c.HostsDeny = nil, nil, nil })
-	ev := event.Event{Kind: event.KindBlock, Time: r.now, Target: netip.MustParseAddr("198.18.0.1"), Mode: event.ModeATCP, Proto: event.ProtoTCP, Port: 22, Hits: 1}
-	ev2 := ev
-	ev2.Target = netip.MustParseAddr("198.18.0.2")
-	if err := r.b.Act(gate.Fleet, ev, ev2); err != nil {
-		t.Fatal(err)
+	r.refuse[netip.MustParseAddr("198.18.0.53")] = "a name server of this host"
+	fleet := r.b.FromFleet()
+	for i, l := range []string{block("198.18.0.1", "atcp", 21, ""), block("198.18.0.2", "atcp", 21, ""), block("198.18.0.53", "atcp", 21, "")} {
+		fleet.Line("fleet", i+1, []byte(l), nil)
 	}
+	fleet.Idle()
 	if want := []string{"nft add 198.18.0.1"}; !slices.Equal(*r.c, want) {
 		t.Errorf("calls %q, want %q", *r.c, want)
 	}
-	r.refuse[ev2.Target] = "in the ignore file"
+	if got := r.results(t); len(got) != 3 || got[2] != "block false 198.18.0.53 atcp: refused (from the fleet): 198.18.0.53 is a name server of this host" {
+		t.Errorf("results %q", got)
+	}
+	r.refuse[netip.MustParseAddr("198.18.0.2")] = "in the ignore file"
 	r.now = r.now.Add(time.Second)
 	r.b.LiftDue()
 	if len(*r.c) != 1 {

@@ -2,6 +2,7 @@ package blocker
 
 import (
 	"bytes"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -228,7 +229,7 @@ func TestHostsDenyAdminLineKept(t *testing.T) {
 // BLOCK_MAX bounds the records in force: a new block past it lifts the
 // oldest, and a restart with a smaller bound lifts the oldest at start.
 func TestBlockMax(t *testing.T) {
-	log := &logBook{}
+	log := &logtest.Book{}
 	r := newRig(t, func(c *Config) { c.BlockMax, c.Log = 3, log })
 	for i := 1; i <= 5; i++ {
 		r.feed(block(fmt.Sprintf("198.18.0.%d", i), "tcp", 21, ""))
@@ -246,8 +247,8 @@ func TestBlockMax(t *testing.T) {
 		t.Log(res)
 		t.Error("no result says why 198.18.0.1 was lifted")
 	}
-	if !log.has("BLOCK_MAX (3) reached") {
-		t.Errorf("not logged: %q", log.lines)
+	if !log.Has("BLOCK_MAX (3) reached") {
+		t.Errorf("not logged: %q", log.Lines())
 	}
 	blocked, _ := os.ReadFile(r.b.cfg.BlockedFile + ".tcp")
 	if strings.Contains(string(blocked), "198.18.0.1/") || strings.Count(string(blocked), "\n") != 3 {
