@@ -90,6 +90,20 @@ func OneProcessor() {
 // server (lines says what the stage writes: hits and results go out on
 // core NATS, decisions into the fleet's stream), or stdout.
 func Output(c *cli.Context, cfg *config.Config, log *alert.Logger, lines fleet.Lines) (*transport.Sink, error) {
+	out, err := output(c, cfg, log, lines)
+	if err == nil {
+		if c.App.Metadata == nil {
+			c.App.Metadata = map[string]any{}
+		}
+		c.App.Metadata[metaOutput] = out // for Main's check at the end
+	}
+	return out, err
+}
+
+// metaOutput is where Output leaves the Sink in the app's Metadata.
+const metaOutput = "stage.output"
+
+func output(c *cli.Context, cfg *config.Config, log *alert.Logger, lines fleet.Lines) (*transport.Sink, error) {
 	p := c.String(FlagConnect)
 	logf := func(format string, args ...any) { log.Admin(format, args...) }
 	switch {
@@ -138,7 +152,16 @@ func Main(app *cli.App) {
 			fmt.Printf("%s %s\n", app.Name, Version())
 			return nil
 		}
-		return action(c)
+		err := action(c)
+		// Lines the output could not deliver make the exit status 1, once
+		// the program has said everything else (closing again is a no-op
+		// that returns the first Close's error).
+		if out, ok := c.App.Metadata[metaOutput].(*transport.Sink); ok {
+			if cerr := out.Close(); cerr != nil && err == nil {
+				err = Fatal("%v", cerr)
+			}
+		}
+		return err
 	}
 	app.Flags = append(app.Flags, &cli.BoolFlag{Name: flagVersion, Usage: "print the version and exit"})
 	app.HideVersion = true     // the flag above: cli's own would print on standard error, with "-v"

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -31,20 +32,27 @@ const resendWindow = 1 << 20
 // buffered. Stages call Flush whenever their input is idle, so a line
 // leaves the moment nothing else is waiting behind it.
 type Sink struct {
-	mu       sync.Mutex
-	w        *bufio.Writer
-	path     string // --connect socket, "" for stdout
-	conn     net.Conn
-	pending  []byte // --connect: lines not yet sent
-	recent   []byte // --connect: the last lines sent, up to resendWindow
-	lost     bool   // --connect: the connection failed; resend recent on the next
-	dropped  int
-	logf     func(format string, args ...any)
-	backoff  time.Time
-	stop     chan struct{} // ends the retry loop of a --connect Sink
-	failures int           // connection attempts failed in a row
-	closer   io.Closer     // NewWriteCloser: closed after the last flush
+	mu        sync.Mutex
+	w         *bufio.Writer
+	path      string // --connect socket, "" for stdout
+	conn      net.Conn
+	pending   []byte // --connect: lines not yet sent
+	recent    []byte // --connect: the last lines sent, up to resendWindow
+	lost      bool   // --connect: the connection failed; resend recent on the next
+	dropped   int
+	logf      func(format string, args ...any)
+	backoff   time.Time
+	stop      chan struct{} // ends the retry loop of a --connect Sink
+	failures  int           // connection attempts failed in a row
+	closer    io.Closer     // NewWriteCloser: closed after the last flush
+	lostLines int           // --connect: lines dropped for want of room, in all
+	closed    bool
+	closeErr  error
 }
+
+// CloseWait is how long Close of a --connect Sink waits for a peer to take
+// the lines still waiting (it may be restarting) before it gives up on them.
+const CloseWait = 5 * time.Second
 
 // Stdout returns a Sink on standard output. A write to a pipe whose reader
 // has exited then fails with ErrDownstreamClosed instead of killing the
@@ -76,12 +84,13 @@ func Connect(path string, logf func(format string, args ...any)) *Sink {
 		s.attach(c)
 	}
 	// Lines held while the peer was away must not wait for the next input.
+	stop := s.stop // Close clears s.stop
 	go func() {
 		t := time.NewTicker(250 * time.Millisecond)
 		defer t.Stop()
 		for {
 			select {
-			case <-s.stop:
+			case <-stop:
 				return
 			case <-t.C:
 				if s.Pending() {
@@ -103,6 +112,7 @@ func (s *Sink) Write(line []byte) error {
 	}
 	if len(s.pending)+len(line) > maxPending {
 		s.dropped++
+		s.lostLines++
 		return nil
 	}
 	s.pending = append(s.pending, line...)
@@ -225,11 +235,25 @@ func (s *Sink) Pending() bool {
 	return len(s.pending) > 0 || s.lost
 }
 
-// Close flushes and closes.
+// Close flushes and closes. A --connect Sink first waits up to CloseWait
+// for a peer to take what waits; lines it could not deliver, or dropped
+// for want of room, make its error. Closing again returns the same error.
 func (s *Sink) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		err := s.closeErr
+		s.mu.Unlock()
+		return err
+	}
+	s.closed = true
+	s.mu.Unlock()
 	err := s.Flush()
+	if s.path != "" {
+		err = s.drain(CloseWait)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer func() { s.closeErr = err }()
 	if s.conn != nil {
 		s.conn.Close()
 		s.conn = nil
@@ -245,4 +269,30 @@ func (s *Sink) Close() error {
 		s.closer = nil
 	}
 	return err
+}
+
+// drain sends what waits until nothing does or wait has passed, and says
+// what was never delivered.
+func (s *Sink) drain(wait time.Duration) error {
+	deadline := time.Now().Add(wait)
+	for {
+		s.mu.Lock()
+		_ = s.flushConn() // never fails: it retries
+		waiting, lost := s.pending, s.lostLines
+		s.mu.Unlock()
+		if len(waiting) == 0 || time.Now().After(deadline) {
+			var undelivered []string
+			if n := bytes.Count(waiting, []byte{'\n'}); n > 0 {
+				undelivered = append(undelivered, fmt.Sprintf("%d line(s) never taken by a reader in %v", n, wait))
+			}
+			if lost > 0 {
+				undelivered = append(undelivered, fmt.Sprintf("%d line(s) dropped while it was unreachable (more than %d bytes waiting)", lost, maxPending))
+			}
+			if len(undelivered) == 0 {
+				return nil
+			}
+			return fmt.Errorf("%s: undelivered: %s", s.path, strings.Join(undelivered, "; "))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

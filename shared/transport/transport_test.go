@@ -224,3 +224,49 @@ func TestRememberKeepsWholeLinesWithinWindow(t *testing.T) {
 		t.Fatalf("recent holds %d bytes", len(s.recent))
 	}
 }
+
+// A writer whose peer never comes says, when it closes, how many lines it
+// could not deliver; one whose peer comes within CloseWait delivers them.
+func TestConnectCloseUndelivered(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "missing.sock")
+	s := Connect(path, t.Logf)
+	s.Write([]byte("{\"a\":1}\n"))
+	start := time.Now()
+	err := s.Close()
+	if err == nil || !strings.Contains(err.Error(), "missing.sock: undelivered: 1 line(s) never taken by a reader in 5s") {
+		t.Fatalf("Close: %v", err)
+	}
+	if waited := time.Since(start); waited < CloseWait || waited > CloseWait+2*time.Second {
+		t.Errorf("Close waited %v, want about %v", waited, CloseWait)
+	}
+	if again := s.Close(); again != err {
+		t.Errorf("second Close: %v, want the first one's error", again)
+	}
+
+	late := filepath.Join(t.TempDir(), "late.sock")
+	s = Connect(late, t.Logf)
+	s.Write([]byte("late\n"))
+	got := make(chan string, 1)
+	go func() {
+		time.Sleep(time.Second)
+		ln, err := net.Listen("unix", late)
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		defer ln.Close()
+		c, err := ln.Accept()
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		got <- line
+	}()
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close with a peer coming after 1 s: %v", err)
+	}
+	if line := <-got; line != "late\n" {
+		t.Errorf("the late peer got %q", line)
+	}
+}
