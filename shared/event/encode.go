@@ -73,12 +73,12 @@ func Encode(e *Event) []byte { return Append(make([]byte, 0, 256), e) }
 // (time.RFC3339Nano's form), digit by digit: the layout interpreter of
 // AppendFormat was a tenth of a decision's cost.
 func appendTime(dst []byte, t time.Time) []byte {
-	t = t.UTC()
-	y, mo, d := t.Date()
-	if y < 0 || y > 9999 {
-		return t.AppendFormat(dst, time.RFC3339Nano)
+	unix := t.Unix()
+	if unix < 0 || unix >= maxUnix {
+		return t.UTC().AppendFormat(dst, time.RFC3339Nano)
 	}
-	h, mi, sec := t.Clock()
+	y, mo, d := civilFromDays(unix / 86400)
+	h, mi, sec := int(unix%86400/3600), int(unix%3600/60), int(unix%60)
 	dst = appendDigits(dst, y, 4)
 	dst = append(dst, '-')
 	dst = appendDigits(dst, int(mo), 2)
@@ -100,6 +100,31 @@ func appendTime(dst []byte, t time.Time) []byte {
 		dst = appendDigits(dst, ns, width)
 	}
 	return append(dst, 'Z')
+}
+
+// maxUnix is 10000-01-01T00:00:00Z: appendTime writes four-digit years.
+const maxUnix = 253402300800
+
+// civilFromDays is the date days after 1970-01-01, for days >= 0 (Howard
+// Hinnant's algorithm, the inverse of daysFromCivil): cheaper than
+// time.Time's Date and Clock.
+func civilFromDays(days int64) (y, m, d int) {
+	z := days + 719468
+	era := z / 146097
+	doe := z - era*146097
+	yoe := (doe - doe/1460 + doe/36524 - doe/146096) / 365
+	doy := doe - (365*yoe + yoe/4 - yoe/100)
+	mp := (5*doy + 2) / 153
+	d = int(doy - (153*mp+2)/5 + 1)
+	m = int(mp + 3)
+	if m > 12 {
+		m -= 12
+	}
+	y = int(yoe + era*400)
+	if m <= 2 {
+		y++
+	}
+	return y, m, d
 }
 
 // appendDigits writes n, 0 <= n < 10^width, in exactly width digits.

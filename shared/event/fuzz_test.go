@@ -93,13 +93,15 @@ func FuzzTime(f *testing.F) {
 // standard library's RFC3339Nano.
 func FuzzAppendTime(f *testing.F) {
 	for _, v := range []int64{0, 1, 1_000_000_000, 1_764_000_000_123_456_789, 7_258_118_399_999_999_999, -1} {
-		f.Add(v)
+		f.Add(v/1e9, v%1e9)
 	}
-	f.Fuzz(func(t *testing.T, ns int64) {
-		tm := time.Unix(0, ns)
+	f.Add(int64(253402300799), int64(999999999))
+	f.Add(int64(951782400), int64(0)) // 2000-02-29
+	f.Fuzz(func(t *testing.T, sec, ns int64) {
+		tm := time.Unix(sec, ns)
 		got, want := string(appendTime(nil, tm)), tm.UTC().Format(time.RFC3339Nano)
 		if got != want {
-			t.Fatalf("%d: %s, want %s", ns, got, want)
+			t.Fatalf("%d.%09d: %s, want %s", sec, ns, got, want)
 		}
 	})
 }
@@ -124,6 +126,41 @@ func TestParseUTCEveryDay(t *testing.T) {
 			for d := 1; d <= 31; d++ {
 				check(y, m, d)
 			}
+		}
+	}
+}
+
+// FuzzFlatString checks the eight-bytes-at-a-time string scan against the
+// plain one, byte by byte.
+func FuzzFlatString(f *testing.F) {
+	for _, s := range []string{`"abc"`, `"0123456789abcdef\"`, `"0123456\u0001"`, `"ab\\"cd"`, `"ÿÿÿÿÿÿÿÿÿ"x`, `"12345678"`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) == 0 || b[0] != '"' {
+			return
+		}
+		s, next, ok := flatString(b, 0)
+		wantOK, wantNext := false, 0
+		for j := 1; j < len(b); j++ {
+			if stringStop[b[j]] {
+				wantOK, wantNext = b[j] == '"', j+1
+				break
+			}
+		}
+		if ok != wantOK || ok && (next != wantNext || string(s) != string(b[1:wantNext-1])) {
+			t.Fatalf("%q: %q %d %v, want %d %v", b, s, next, ok, wantNext, wantOK)
+		}
+	})
+}
+
+// TestCivilFromDaysEveryDay: every day from 1970 to 9999.
+func TestCivilFromDaysEveryDay(t *testing.T) {
+	for days := int64(0); days < maxUnix/86400; days++ {
+		y, m, d := civilFromDays(days)
+		wy, wm, wd := time.Unix(days*86400, 0).UTC().Date()
+		if y != wy || m != int(wm) || d != wd {
+			t.Fatalf("day %d: %d-%d-%d, want %d-%d-%d", days, y, m, d, wy, wm, wd)
 		}
 	}
 }

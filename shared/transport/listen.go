@@ -216,7 +216,7 @@ func (l *Listener) drop(w *writer) {
 
 func (l *Listener) serve(w *writer, h Handler) {
 	defer w.c.Close()
-	err := readLines(&timedReader{l: l, w: w}, w.origin, h, l.locked)
+	err := readLines(&timedReader{l: l, w: w}, w.origin, h, l.o.Lock)
 	l.mu.Lock()
 	evicted := w.evicted
 	l.drop(w)
@@ -267,12 +267,6 @@ func (r *timedReader) Read(p []byte) (int, error) {
 		err = fmt.Errorf("%w: a line begun %s ago was not finished; closed, the partial line dropped", errLineTimeout, l.o.LineTimeout)
 	}
 	return n, err
-}
-
-func (l *Listener) locked(f func()) {
-	l.o.Lock.Lock()
-	defer l.o.Lock.Unlock()
-	f()
 }
 
 // Close stops accepting and removes the socket file. Connected writers are

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/portsentry/pipeline/shared/event"
 )
@@ -36,11 +37,38 @@ const readBuffer = 64 * 1024
 
 // Read feeds h the lines of r until EOF or a read error.
 func Read(r io.Reader, origin string, h Handler) error {
-	return readLines(r, origin, h, func(f func()) { f() })
+	return readLines(r, origin, h, nil)
 }
 
-// readLines reads r; locked runs a call to h under the source's lock.
-func readLines(r io.Reader, origin string, h Handler, locked func(func())) error {
+// caller makes the calls to a Handler, under a lock when there is one. It
+// is a value with methods, not closures, so that no line costs an
+// allocation (a closure passed on escaped to the heap, 4 % of ps-judge's
+// time under a flood).
+type caller struct {
+	h      Handler
+	mu     sync.Locker // nil: no other source feeds h
+	origin string
+}
+
+func (c *caller) line(n int, data []byte, err error) {
+	if c.mu != nil {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+	}
+	c.h.Line(c.origin, n, data, err)
+}
+
+func (c *caller) idle() {
+	if c.mu != nil {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+	}
+	c.h.Idle()
+}
+
+// readLines reads r; each call to h is made holding mu, if not nil.
+func readLines(r io.Reader, origin string, h Handler, mu sync.Locker) error {
+	c := caller{h: h, mu: mu, origin: origin}
 	br := bufio.NewReaderSize(r, readBuffer)
 	n := 0
 	for {
@@ -50,37 +78,36 @@ func readLines(r io.Reader, origin string, h Handler, locked func(func())) error
 		}
 		switch {
 		case err == nil:
-			line := data[:len(data)-1]
 			if len(data) > event.MaxLine {
-				locked(func() { h.Line(origin, n, nil, ErrTooLong) })
+				c.line(n, nil, ErrTooLong)
 			} else {
-				locked(func() { h.Line(origin, n, line, nil) })
+				c.line(n, data[:len(data)-1], nil)
 			}
 		case err == bufio.ErrBufferFull:
 			// Skip the rest of an over-long line, however long it is.
 			for err == bufio.ErrBufferFull {
 				_, err = br.ReadSlice('\n')
 			}
-			locked(func() { h.Line(origin, n, nil, ErrTooLong) })
+			c.line(n, nil, ErrTooLong)
 			if err != nil && err != io.EOF {
 				return fmt.Errorf("%s: %w", origin, err)
 			}
 			if err == io.EOF {
-				locked(h.Idle)
+				c.idle()
 				return nil
 			}
 		case err == io.EOF:
 			if len(data) > 0 {
-				locked(func() { h.Line(origin, n, nil, ErrTruncated) })
+				c.line(n, nil, ErrTruncated)
 			}
-			locked(h.Idle)
+			c.idle()
 			return nil
 		default:
-			locked(h.Idle)
+			c.idle()
 			return fmt.Errorf("%s: %w", origin, err)
 		}
 		if br.Buffered() == 0 {
-			locked(h.Idle)
+			c.idle()
 		}
 	}
 }
