@@ -72,15 +72,23 @@ func run(c *cli.Context) error {
 		}),
 		failed: make(chan error, 1),
 	}
+	var mu *sync.Mutex // with --admin, two sources feed the judge
 	defer func() {
+		if mu != nil {
+			// An admin writer may still be connected: it must not
+			// write after the output is closed.
+			mu.Lock()
+			defer mu.Unlock()
+			j.dead = true
+		}
 		out.Close()
 		j.summary()
 	}()
 
 	var h transport.Handler = j
 	if path := c.String(flagAdmin); path != "" {
-		// Two sources feed the judge: its calls must never overlap.
-		mu := &sync.Mutex{}
+		// Its calls must never overlap.
+		mu = &sync.Mutex{}
 		h = lockedHandler{mu: mu, h: j}
 		ln, err := transport.ListenWith(path, adminSource{j}, func(f string, a ...any) { log.Admin(f, a...) }, transport.Options{
 			Mode:  0o600,
