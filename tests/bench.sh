@@ -14,11 +14,18 @@
 #      many probes were answered. PortSentry 1.2 (Debian's) side by side.
 #   4. ps-sniff's CPU while iperf3 pushes a bulk TCP transfer to the
 #      protected namespace.
+#   5. The fleet over NATS (TestFleetBench, PS_FLEET_BENCH=1): a real
+#      nats-server and three members' ps-block --fleet in namespaces on one
+#      bridge. The time from host a's decision (the time written in it, as
+#      it is written to host a's socket) to host b's and host c's nft result
+#      (written once the kernel took the element), median and 99th
+#      percentile over 1,000 decisions one every 5 ms; then 20,000
+#      decisions written at 10,000 a second, and the slowest member's rate.
 #
 # Needs root. Every namespace, nftables table and process it makes is
 # removed on exit; lab traffic stays inside its namespaces, on
 # 198.18.0.0/15 and 2001:db8::/32. Environment: RUNS (default 5),
-# IPERF_SECONDS (10), SKIP (words among judge block lab ps12 iperf),
+# IPERF_SECONDS (10), SKIP (words among judge block lab ps12 iperf fleet),
 # KEEP=1 keeps the work directory.
 set -euo pipefail
 . "$(dirname "$0")/lab.sh"
@@ -550,6 +557,30 @@ bench_iperf() {
   row "  the iperf3 transfer meanwhile" "$m" "Gbit/s" "several" "-" "$(runs_list "${rates[@]}")"
 }
 
+# --- 5. the fleet over NATS --------------------------------------------------
+bench_fleet() {
+  local i out med=() p99=() rate=() behind=() m
+  for i in $(seq "$RUNS"); do
+    say "fleet: run $i of $RUNS: go test -run '^TestFleetBench\$' ./tests with PS_FLEET_BENCH=1"
+    out=$(cd "$root/tests" && PS_FLEET_BENCH=1 timeout 600 go test -count=1 -run '^TestFleetBench$' -v . 2>&1) ||
+      { printf '%s\n' "$out" | tail -n 30 >&2; die "TestFleetBench failed"; }
+    printf '%s\n' "$out" | grep -o 'FLEETBENCH.*' | sed 's/^/   /'
+    # Both members' latencies count: the run's figure is the worse of the two.
+    med+=("$(printf '%s\n' "$out" | awk '/FLEETBENCH latency/ { for (i = 1; i <= NF; i++) if ($i ~ /^median_ms=/) { v = substr($i, 11) + 0; if (v > m) m = v } } END { print m }')")
+    p99+=("$(printf '%s\n' "$out" | awk '/FLEETBENCH latency/ { for (i = 1; i <= NF; i++) if ($i ~ /^p99_ms=/) { v = substr($i, 8) + 0; if (v > m) m = v } } END { print m }')")
+    rate+=("$(printf '%s\n' "$out" | awk '/FLEETBENCH rate/ { for (i = 1; i <= NF; i++) if ($i ~ /^per_s=/) { v = substr($i, 7) + 0; if (m == "" || v < m) m = v } } END { print m }')")
+    behind+=("$(printf '%s\n' "$out" | awk '/FLEETBENCH rate/ { for (i = 1; i <= NF; i++) if ($i ~ /^behind_last_ms=/) { v = substr($i, 16) + 0; if (v > m) m = v } } END { print m }')")
+  done
+  m=$(median "${med[@]}")
+  row "fleet: host a's decision to host b's/c's nft element, median of 1,000" "$m" "ms" "< 5 ms" "$(verdict "$m" "<" 5)" "$(runs_list "${med[@]}")"
+  m=$(median "${p99[@]}")
+  row "fleet: the same, 99th percentile" "$m" "ms" "< 20 ms" "$(verdict "$m" "<" 20)" "$(runs_list "${p99[@]}")"
+  m=$(median "${rate[@]}")
+  row "fleet: 20,000 decisions written at 10,000/s, slowest member's rate" "$(fmt_int "$m")" "decisions/s" ">= 10,000" "$(verdict "$m" ">=" 10000)" "$(runs_list "${rate[@]}")"
+  m=$(median "${behind[@]}")
+  row "fleet: slowest member done after the last decision was written" "$m" "ms" "" "" "$(runs_list "${behind[@]}")"
+}
+
 started=$(date +%s)
 skipped judge || bench_judge
 skipped block || bench_block
@@ -562,6 +593,7 @@ if ! skipped lab || ! skipped ps12 || ! skipped iperf; then
   skipped ps12 || bench_lab_ps12
   skipped iperf || bench_iperf
 fi
+skipped fleet || bench_fleet
 
 say "summary: medians of $RUNS runs on $(nproc) cores, $(uname -r), $(date -u +%Y-%m-%dT%H:%MZ), $(($(date +%s) - started)) s"
 {

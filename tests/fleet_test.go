@@ -137,10 +137,23 @@ func (l *fleetLab) startBlock(t *testing.T, ns, host, conf string, run int) *adv
 	return s
 }
 
-// results is a host's result lines so far.
+// results is a host's result lines so far (whole lines: ps-block may be
+// writing the next).
 func (l *fleetLab) results(t *testing.T, host string) []*event.Event {
+	b, err := os.ReadFile(filepath.Join(l.dir, host, "results"))
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	if i := bytes.LastIndexByte(b, '\n'); i >= 0 {
+		b = b[:i]
+	} else {
+		b = nil
+	}
 	var out []*event.Event
-	for _, line := range advLines(t, filepath.Join(l.dir, host, "results")) {
+	for _, line := range strings.Split(string(b), "\n") {
+		if line == "" {
+			continue
+		}
 		ev, err := event.Decode([]byte(line))
 		if err != nil {
 			t.Fatalf("%s result %q: %v", host, line, err)
@@ -367,5 +380,125 @@ func TestFleetContribUnits(t *testing.T) {
 	}
 	if len(urls) != 1 {
 		t.Errorf("the drop-ins name %d NATS servers, want one: %v", len(urls), urls)
+	}
+}
+
+// TestFleetBench is a measurement, run by tests/bench.sh (make bench) with
+// PS_FLEET_BENCH=1, never a timed test: it asserts only that every decision
+// arrived, and prints the figures. Host a's ps-block takes decisions on its
+// socket (as from its ps-judge) and publishes them; hosts b and c (the
+// scanner's namespace, here a third member) apply them. Latency: from the
+// decision's time, stamped as it is written to host a, to the time of
+// the member's nft result, written once the kernel took the element; over
+// 1,000 decisions, one every 5 ms. Throughput: 20,000 decisions written at
+// 10,000 a second; each member's rate, and how long after the last was
+// written each member had applied every one.
+func TestFleetBench(t *testing.T) {
+	if os.Getenv("PS_FLEET_BENCH") == "" {
+		t.Skip("a measurement: tests/bench.sh runs it with PS_FLEET_BENCH=1")
+	}
+	l := newFleetLab(t)
+	l.startNATS(t, 1)
+	members := map[string]string{"host-a": l.a, "host-b": l.b, "host-c": l.scan}
+	stages := map[string]*advStage{}
+	for _, host := range []string{"host-a", "host-b", "host-c"} {
+		stages[host] = l.startBlock(t, members[host], host, l.conf(t, host), 1)
+	}
+	for _, s := range stages {
+		s.waitLog(t, "NATS: following the fleet's decisions", 10*time.Second)
+	}
+	c, err := net.Dial("unix", filepath.Join(l.dir, "host-a", "block.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	target := func(i int) string { return fmt.Sprintf("198.19.%d.%d", i/256, i%256) }
+	line := func(i int, at time.Time) string {
+		return fmt.Sprintf(`{"v":1,"kind":"block","time":"%s","target":"%s","mode":"atcp","proto":"tcp","port":21,"scan":"syn","hits":1,"until":"%s"}`+"\n",
+			at.UTC().Format(time.RFC3339Nano), target(i), at.Add(time.Hour).UTC().Format(time.RFC3339Nano))
+	}
+	// applied waits until host has an nft result for each target of
+	// [from, to) and returns when it wrote each.
+	applied := func(host string, from, to int) map[string]time.Time {
+		at := map[string]time.Time{}
+		for end := time.Now().Add(60 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+			clear(at)
+			for _, r := range l.results(t, host) {
+				if r.Action == "nft" && r.OK && strings.HasPrefix(r.Detail, "added") {
+					at[r.Target.String()] = r.Time
+				}
+			}
+			n := 0
+			for i := from; i < to; i++ {
+				if _, ok := at[target(i)]; ok {
+					n++
+				}
+			}
+			if n == to-from {
+				return at
+			}
+		}
+		t.Fatalf("%s did not apply every decision of %d-%d within 60 s", host, from, to)
+		return nil
+	}
+	pct := func(d []time.Duration, p float64) time.Duration {
+		slices.Sort(d)
+		return d[min(len(d)-1, int(float64(len(d))*p))]
+	}
+
+	// Latency, 1,000 decisions one every 5 ms.
+	const nLat = 1000
+	sent := make([]time.Time, nLat)
+	for i := 0; i < nLat; i++ {
+		sent[i] = time.Now()
+		if _, err := c.Write([]byte(line(i, sent[i]))); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for _, host := range []string{"host-b", "host-c"} {
+		at := applied(host, 0, nLat)
+		var lat []time.Duration
+		for i := 0; i < nLat; i++ {
+			lat = append(lat, at[target(i)].Sub(sent[i].UTC().Truncate(0)))
+		}
+		if os.Getenv("PS_FLEET_BENCH") == "v" {
+			for i := 0; i < nLat; i++ {
+				if d := at[target(i)].Sub(sent[i].UTC().Truncate(0)); d > 10*time.Millisecond {
+					t.Logf("%s decision %d: %v", host, i, d)
+				}
+			}
+		}
+		t.Logf("FLEETBENCH latency %s decisions=%d median_ms=%.3f p99_ms=%.3f max_ms=%.3f", host, nLat,
+			float64(pct(lat, 0.5))/1e6, float64(pct(lat, 0.99))/1e6, float64(pct(lat, 1))/1e6)
+	}
+
+	// Throughput, 20,000 decisions at 10,000 a second: 100 every 10 ms.
+	const nRate, per, every = 20000, 100, 10 * time.Millisecond
+	first := time.Now()
+	var last time.Time
+	for k := 0; k*per < nRate; k++ {
+		time.Sleep(time.Until(first.Add(time.Duration(k) * every)))
+		var b strings.Builder
+		now := time.Now()
+		for i := nLat + k*per; i < nLat+(k+1)*per; i++ {
+			b.WriteString(line(i, now))
+		}
+		if _, err := c.Write([]byte(b.String())); err != nil {
+			t.Fatal(err)
+		}
+		last = time.Now()
+	}
+	t.Logf("FLEETBENCH written decisions=%d seconds=%.3f rate=%.0f", nRate, last.Sub(first).Seconds(), nRate/last.Sub(first).Seconds())
+	for _, host := range []string{"host-a", "host-b", "host-c"} {
+		at := applied(host, nLat, nLat+nRate)
+		var done time.Time
+		for i := nLat; i < nLat+nRate; i++ {
+			if at[target(i)].After(done) {
+				done = at[target(i)]
+			}
+		}
+		t.Logf("FLEETBENCH rate %s decisions=%d per_s=%.0f behind_last_ms=%.1f", host, nRate,
+			nRate/done.Sub(first).Seconds(), float64(done.Sub(last))/1e6)
 	}
 }
