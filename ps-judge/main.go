@@ -219,7 +219,9 @@ func (j *judgeStage) Line(origin string, n int, data []byte, err error) {
 	if why := j.guard.Current().Refuse(ev.Src); why != "" {
 		j.refused++
 		if j.log.Allow() {
-			j.log.Attack("%s from host: %s/%s to %s port: %d ignored: %s", ev.Scan.Describe(), ev.Src, ev.Src, ev.Proto.Upper(), ev.Dport, why)
+			// The sensor logged the probe; this says why nothing follows
+			// (worded unlike a probe's line, which log watchers count).
+			j.log.Attack("Host: %s/%s to %s port: %d ignored: %s", ev.Src, ev.Src, ev.Proto.Upper(), ev.Dport, why)
 		}
 		return
 	}
@@ -228,17 +230,15 @@ func (j *judgeStage) Line(origin string, n int, data []byte, err error) {
 	switch v.Outcome {
 	case judge.Counted:
 		if j.log.Allow() {
-			j.log.Attack("%s from host: %s/%s to %s port: %d (%d of %d grace hits)", ev.Scan.Describe(), ev.Src, ev.Src, ev.Proto.Upper(), ev.Dport, v.Hits, j.trigger)
+			j.log.Attack("Host: %s/%s to %s port: %d in mode %s (%d of %d grace hits)", ev.Src, ev.Src, ev.Proto.Upper(), ev.Dport, ev.Mode, v.Hits, j.trigger)
 		}
 	case judge.Tripped:
 		// The decision leaves first: the log lines can wait, the block can't.
 		j.decisions++
 		j.write(&v.Decision)
+		// The sensor logged the probe itself: 1.2 logged it once.
 		if j.log.Allow() {
-			j.log.Attack("%s from host: %s/%s to %s port: %d", ev.Scan.Describe(), ev.Src, ev.Src, ev.Proto.Upper(), ev.Dport)
-		}
-		if j.log.Allow() {
-			j.log.Attack("Host: %s/%s tripped mode %s after %d ports: %s", ev.Src, ev.Src, ev.Mode, v.Hits, v.Decision.Kind)
+			j.log.Attack("Host: %s/%s tripped mode %s after %s (%s port: %d): %s", ev.Src, ev.Src, ev.Mode, alert.Count(v.Hits, "port"), ev.Proto.Upper(), ev.Dport, v.Decision.Kind)
 		}
 	case judge.Escalated:
 		j.decisions++
@@ -314,8 +314,9 @@ func (j *judgeStage) fail(err error) {
 
 func (j *judgeStage) summary() {
 	hosts, evicted := j.model.Stats()
-	j.log.Admin("%d lines read: %d hits, %d bad lines skipped, %d hits from protected hosts, %d decisions; %d hosts remembered, %d forgotten for room",
-		j.lines, j.hits, j.bad, j.refused, j.decisions, hosts, evicted)
+	j.log.Admin("%s read: %s, %s skipped, %s from protected hosts, %s; %s remembered, %d forgotten for room",
+		alert.Count(j.lines, "line"), alert.Count(j.hits, "hit"), alert.Count(j.bad, "bad line"), alert.Count(j.refused, "hit"),
+		alert.Count(j.decisions, "decision"), alert.Count(hosts, "host"), evicted)
 	if j.adminRefused > 0 {
 		j.log.Security("%d administrative line(s) (unblock) refused from the sensors' input: only the --admin socket takes them", j.adminRefused)
 	}

@@ -216,7 +216,7 @@ func TestAdvSpoof(t *testing.T) {
 			protos = append(protos, "UDP")
 		}
 		for _, proto := range protos {
-			want := fmt.Sprintf("from host: %s/%s to %s port: ", c.src, c.src, proto)
+			want := fmt.Sprintf("Host: %s/%s to %s port: ", c.src, c.src, proto)
 			found := false
 			for _, line := range strings.Split(jlog, "\n") {
 				if strings.Contains(line, want) && strings.HasSuffix(line, "ignored: "+c.why) {

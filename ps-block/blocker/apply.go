@@ -3,6 +3,7 @@ package blocker
 import (
 	"context"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -92,9 +93,10 @@ func (b *Blocker) report(c *command.Command, p *pending, action string, argv []s
 const maxParallel = 16
 
 // runAll runs c for each of ps, at most maxParallel at a time, and reports
-// each in ps's order; ok[i] says whether the command for ps[i] worked.
-func (b *Blocker) runAll(c *command.Command, ps []*pending, action string) (ok []bool) {
-	ok = make([]bool, len(ps))
+// each in ps's order; ran[i] is the command run for ps[i] when it worked,
+// nil when it did not.
+func (b *Blocker) runAll(c *command.Command, ps []*pending, action string) (ran [][]string) {
+	ran = make([][]string, len(ps))
 	argvs := make([][]string, len(ps))
 	errs := make([]error, len(ps))
 	for i, p := range ps {
@@ -116,9 +118,11 @@ func (b *Blocker) runAll(c *command.Command, ps []*pending, action string) (ok [
 		wg.Wait()
 	}
 	for i, p := range ps {
-		ok[i] = b.report(c, p, action, argvs[i], errs[i])
+		if b.report(c, p, action, argvs[i], errs[i]) {
+			ran[i] = argvs[i]
+		}
 	}
-	return ok
+	return ran
 }
 
 // runCmds runs KILL_RUN_CMD for blocks and run decisions.
@@ -131,10 +135,11 @@ func (b *Blocker) runCmds(batch []*pending) {
 		}
 		return
 	}
-	for i, ok := range b.runAll(b.cfg.RunCmd, batch, ActionRun) {
-		if ok {
+	for i, argv := range b.runAll(b.cfg.RunCmd, batch, ActionRun) {
+		if argv != nil {
 			p := batch[i]
-			b.cfg.Log.Attack("Host %s: ran KILL_RUN_CMD (%s)", p.k.addr, p.ev.Kind)
+			// 1.2's line, which log watchers look for.
+			b.cfg.Log.Attack("External command run for host: %s using command: \"%s\"", p.k.addr, strings.Join(argv, " "))
 			p.ok = true
 		}
 	}
@@ -194,7 +199,7 @@ func (b *Blocker) applyHostsDeny(blocks []*pending) {
 	for _, p := range queued {
 		p.ok = true
 		if fresh[p.k.addr] {
-			b.cfg.Log.Attack("Host %s has been blocked via wrappers in %s", p.k.addr, hd.Path())
+			b.cfg.Log.Attack("Host %s has been blocked via wrappers with string: \"%s\" (in %s)", p.k.addr, hd.Line(p.pass), hd.Path())
 			b.resultFor(p, ActionHostsDeny, true, "added to %s", hd.Path())
 		} else {
 			b.resultFor(p, ActionHostsDeny, true, "already in %s (added by another writer meanwhile, not ps-block's: it stays when the block ends)", hd.Path())
@@ -215,10 +220,10 @@ func (b *Blocker) applyRoutes(blocks []*pending) {
 		}
 		todo = append(todo, p)
 	}
-	for i, ok := range b.runAll(b.cfg.Route, todo, ActionRoute) {
-		if ok {
+	for i, argv := range b.runAll(b.cfg.Route, todo, ActionRoute) {
+		if argv != nil {
 			p := todo[i]
-			b.cfg.Log.Attack("Host %s has been blocked via dropped route", p.k.addr)
+			b.cfg.Log.Attack("Host %s has been blocked via dropped route using command: \"%s\"", p.k.addr, strings.Join(argv, " "))
 			p.ok, p.routed = true, true
 		}
 	}

@@ -68,6 +68,7 @@ type HostsDeny interface {
 	Ours(addr netip.Addr) bool
 	NotOurs(addrs ...netip.Addr) []netip.Addr
 	Add(p gate.Pass) bool
+	Line(p gate.Pass) string // the line Add would write, for the log
 	Flush() ([]netip.Addr, error)
 	Remove(addrs ...netip.Addr) (int, error)
 	Path() string

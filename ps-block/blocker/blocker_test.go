@@ -75,6 +75,7 @@ func (f *fakeHD) Has(a netip.Addr) bool              { return f.hosts[a] }
 func (f *fakeHD) Ours(a netip.Addr) bool             { return f.hosts[a] }
 func (f *fakeHD) NotOurs(...netip.Addr) []netip.Addr { return nil }
 func (f *fakeHD) Path() string                       { return "hosts.deny" }
+func (f *fakeHD) Line(p gate.Pass) string            { return "ALL: " + p.Addr().String() }
 func (f *fakeHD) Add(p gate.Pass) bool {
 	if !p.Valid() {
 		return false

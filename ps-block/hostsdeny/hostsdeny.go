@@ -210,6 +210,9 @@ func (f *File) Add(p gate.Pass) bool {
 	return true
 }
 
+// Line is the line the template makes for the admitted host, for the log.
+func (f *File) Line(p gate.Pass) string { return f.tmpl.Render(p.Vars()) }
+
 // Pending is the number of queued lines.
 func (f *File) Pending() int { return len(f.pending) }
 

@@ -38,12 +38,24 @@ type Logger struct {
 // DefaultPerSecond is how many rate-limited lines a second a Logger shows.
 const DefaultPerSecond = 20
 
+// SyslogTag is every stage's identity in syslog: 1.2's, which log watchers
+// look for (logwatch's portsentry service, `grep portsentry`). The syslog
+// daemon still knows the program: journald keeps it as _COMM
+// (`journalctl _COMM=ps-judge`), and the pid tells stages apart.
+const SyslogTag = "portsentry"
+
 // New returns a Logger for the program prog, writing to stderr or, with
-// useSyslog, to the local syslog (facility daemon).
+// useSyslog, to the local syslog (facility daemon) as SyslogTag.
 func New(prog string, useSyslog bool) (*Logger, error) {
+	return newLogger(prog, useSyslog, "", "")
+}
+
+// newLogger is New with the syslog daemon at network and raddr ("", "":
+// the local one), for tests.
+func newLogger(prog string, useSyslog bool, network, raddr string) (*Logger, error) {
 	l := &Logger{prog: prog, w: os.Stderr, now: time.Now, perSecond: DefaultPerSecond}
 	if useSyslog {
-		s, err := syslog.New(syslog.LOG_DAEMON|syslog.LOG_NOTICE, prog)
+		s, err := syslog.Dial(network, raddr, syslog.LOG_DAEMON|syslog.LOG_NOTICE, SyslogTag)
 		if err != nil {
 			return nil, fmt.Errorf("syslog: %w", err)
 		}

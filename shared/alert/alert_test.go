@@ -2,6 +2,10 @@ package alert
 
 import (
 	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -57,5 +61,33 @@ func TestCount(t *testing.T) {
 		if tc.got != tc.want {
 			t.Errorf("got %q, want %q", tc.got, tc.want)
 		}
+	}
+}
+
+// With --syslog every stage writes as 1.2 did: identity portsentry, the
+// pid, 1.2's tag; a syslog daemon's socket stands in for /dev/log.
+func TestSyslogIdentity(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "log")
+	daemon, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer daemon.Close()
+	l, err := newLogger("ps-judge", true, "unixgram", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	l.Attack("Host %s has been blocked via wrappers with string: %q", "198.18.0.1", "ALL: 198.18.0.1")
+	daemon.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 4096)
+	n, err := daemon.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := string(buf[:n])
+	want := fmt.Sprintf(` portsentry[%d]: attackalert: Host 198.18.0.1 has been blocked via wrappers with string: "ALL: 198.18.0.1"`, os.Getpid())
+	if !strings.HasPrefix(got, "<29>") || !strings.Contains(got, want) {
+		t.Errorf("syslog datagram %q: want priority <29> (daemon.notice) and %q", got, want)
 	}
 }

@@ -175,17 +175,17 @@ func (s Scan) Describe() string {
 	case ScanConnect:
 		return "Connect"
 	case ScanSYN:
-		return "SYN/Normal scan"
+		return "TCP SYN/Normal scan"
 	case ScanFIN:
-		return "FIN scan"
+		return "TCP FIN scan"
 	case ScanNull:
-		return "NULL scan"
+		return "TCP NULL scan"
 	case ScanXmas:
-		return "XMAS scan"
+		return "TCP XMAS scan"
 	case ScanUDP:
 		return "UDP scan"
 	}
-	return "Unknown Type scan"
+	return "Unknown Type: TCP scan"
 }
 
 // ParseScan maps a scan's name to its Scan.
