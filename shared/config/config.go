@@ -54,6 +54,9 @@ type Config struct {
 	NFTBlock         bool
 	NFTTable         string
 	NFTForward       bool
+	// FastPath lists the sensor modes whose probes the kernel blocks by
+	// itself (ps-block's nftables fast path); empty: off.
+	FastPath         []string
 	BlockRate        float64 // new blocks per second ps-block carries out at most
 	BlockBurst       int
 	BlockMax         int // records ps-block keeps in force at most; 0: no bound
@@ -83,6 +86,7 @@ func Default() *Config {
 		CommandTimeout:     10 * time.Second,
 		NFTBlock:           true,
 		NFTTable:           "portsentry",
+		FastPath:           []string{"atcp", "audp"},
 		BlockRate:          50,
 		BlockBurst:         200,
 		BlockMax:           1_000_000,
@@ -255,6 +259,7 @@ var setters = map[string]setter{
 	"NFT_BLOCK":          boolKey(func(c *Config) *bool { return &c.NFTBlock }),
 	"NFT_TABLE":          nameKey(func(c *Config) *string { return &c.NFTTable }),
 	"NFT_FORWARD":        boolKey(func(c *Config) *bool { return &c.NFTForward }),
+	"FAST_PATH":          fastPathKey,
 	"BLOCK_RATE":         rateKey(func(c *Config) *float64 { return &c.BlockRate }),
 	"BLOCK_BURST":        intKey(1, 1_000_000, func(c *Config) *int { return &c.BlockBurst }),
 	"BLOCK_MAX":          intKey(0, 100_000_000, func(c *Config) *int { return &c.BlockMax }),
@@ -420,6 +425,39 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 	}
 	a = a.Unmap()
 	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// fastPathKey takes "0" (off) or the sensor modes the kernel fast path
+// watches, at most one per protocol: the kernel keeps one count per source
+// and protocol, as one sensor mode does.
+func fastPathKey(c *Config, v string) error {
+	if strings.TrimSpace(v) == "0" {
+		c.FastPath = nil
+		return nil
+	}
+	var modes []string
+	var tcp, udp bool
+	for _, f := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' }) {
+		var seen *bool
+		switch f {
+		case "stcp", "atcp":
+			seen = &tcp
+		case "sudp", "audp":
+			seen = &udp
+		default:
+			return fmt.Errorf("%q is not a mode (stcp, atcp, sudp, audp) nor 0", f)
+		}
+		if *seen {
+			return fmt.Errorf("%q: one mode per protocol at most", v)
+		}
+		*seen = true
+		modes = append(modes, f)
+	}
+	if len(modes) == 0 {
+		return errors.New(`empty: give the modes (like "atcp,audp") or 0 to turn the fast path off`)
+	}
+	c.FastPath = modes
+	return nil
 }
 
 // parsePorts takes 1.2's comma lists, with ranges a-b, without 1.2's cap

@@ -75,6 +75,9 @@ func TestParseValues(t *testing.T) {
 		{`PROTECT_ADDRESSES="198.18.0.1, 2001:db8::/32 ::ffff:198.19.0.0/112"`, func(c *Config) bool {
 			return slices.Equal(c.ProtectAddresses, []netip.Prefix{netip.MustParsePrefix("198.18.0.1/32"), netip.MustParsePrefix("2001:db8::/32"), netip.MustParsePrefix("198.19.0.0/16")})
 		}},
+		{`FAST_PATH="0"`, func(c *Config) bool { return len(c.FastPath) == 0 }},
+		{`FAST_PATH="stcp, audp"`, func(c *Config) bool { return slices.Equal(c.FastPath, []string{"stcp", "audp"}) }},
+		{`NFT_BLOCK="1"`, func(c *Config) bool { return slices.Equal(c.FastPath, []string{"atcp", "audp"}) }},
 		{`BLOCK_RATE="2.5"`, func(c *Config) bool { return c.BlockRate == 2.5 }},
 		{`KILL_RUN_CMD="/bin/echo $$ price $5"`, func(c *Config) bool { return c.KillRunCmd == "/bin/echo $$ price $5" }},
 	}
@@ -109,6 +112,9 @@ func TestParseErrors(t *testing.T) {
 		{"STATE_IDLE_TIMEOUT=\"0\"\n", "must be more than 0"},
 		{"PROTECT_ADDRESSES=\"fe80::1%eth0\"\n", "not an address"},
 		{"BLOCK_RATE=\"NaN\"\n", "BLOCK_RATE"},
+		{"FAST_PATH=\"tcp\"\n", `FAST_PATH: "tcp" is not a mode`},
+		{"FAST_PATH=\"stcp,atcp\"\n", "one mode per protocol"},
+		{"FAST_PATH=\"\"\n", "FAST_PATH: empty"},
 	}
 	for _, tt := range tests {
 		_, err := Parse(strings.NewReader(tt.text), "t.conf", nil)
