@@ -68,6 +68,11 @@ func run(c *cli.Context) error {
 	stop := make(chan struct{})
 	defer close(stop)
 	go keeper.Watch(stop)
+	var listConn nft.Conn
+	if a, ok := bc.NFT.(*nft.Action); ok {
+		listConn = a.Conn()
+	}
+	fp := setupFastPath(cfg, dry, &bc, keeper, log)
 
 	out, err := stage.Output(c, cfg, log, fleet.Results)
 	if err != nil {
@@ -82,6 +87,12 @@ func run(c *cli.Context) error {
 	bc.Gate = gate.New(func(a netip.Addr) string { return keeper.Current().Refuse(a) })
 	b := blocker.New(bc)
 	b.Restore()
+	// After the restore, so that blocks the kernel made while ps-block
+	// was down are told from those it knows.
+	if fp != nil {
+		fp.start(b, listConn)
+		defer fp.stop()
+	}
 	log.Admin("PortSentry ps-block is active%s", map[bool]string{true: " (dry run: nothing will be changed)"}[dry])
 
 	// One clock tick a second lifts ended blocks and reports what the rate

@@ -147,6 +147,9 @@ func advConf(t *testing.T, dir, name string, keys map[string]string) string {
 	for k, v := range keys {
 		fmt.Fprintf(&b, "%s=\"%s\"\n", k, v)
 	}
+	if _, ok := keys["FAST_PATH"]; !ok {
+		b.WriteString("FAST_PATH=\"0\"\n") // these tests measure the pipeline
+	}
 	p := filepath.Join(dir, name)
 	if err := os.WriteFile(p, []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)

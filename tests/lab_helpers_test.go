@@ -145,6 +145,9 @@ func (e *labEnv) writeConf(t *testing.T, name string, over map[string]string) st
 		"NFT_TABLE":       e.table,
 		"RUN_AS_USER":     "nobody",
 		"RESOLVE_HOST":    "0",
+		// These tests measure the pipeline; the fast path's own tests
+		// (fastpath_test.go) turn it on.
+		"FAST_PATH": "0",
 	}
 	for k, v := range over {
 		keys[k] = v

@@ -280,6 +280,12 @@ func (b *Blocker) applyNFT(blocks []*pending) {
 	}
 	var queued []*pending
 	for _, p := range blocks {
+		if p.kernelSet != "" {
+			p.ok = true
+			b.cfg.Log.Attack("Host %s has been blocked by the kernel fast path (port %d, mode %s) in set %s", p.k.addr, p.ev.Port, p.k.mode, p.kernelSet)
+			b.result(p.k.addr, p.k.mode, ActionNFT, true, "blocked by the kernel fast path: in set %s%s", p.kernelSet, untilText(p.ev.Until))
+			continue
+		}
 		set, until := n.SetFor(p.k.addr), p.ev.Until
 		if p.origin == gate.Kernel {
 			p.ok = true

@@ -145,6 +145,9 @@ type pending struct {
 	k       key
 	ok      bool // some blocking action succeeded
 	routed  bool
+	// kernelSet names the set where the kernel fast path already put
+	// the host ("": a decision, for the nftables action to carry out).
+	kernelSet string
 }
 
 // Blocker is safe for concurrent use: transport calls and the lift timer

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"syscall"
 	"time"
 
@@ -133,10 +134,11 @@ type Block struct {
 	Mode    string
 	Port    uint16
 	Expires time.Duration // life left; 0: permanent
+	Set     string        // the block map that holds it
 }
 
 // Blocks lists what the block maps hold now.
-func Blocks(c Conn, rs *Ruleset) ([]Block, error) {
+func Blocks(c nft.Conn, rs *Ruleset) ([]Block, error) {
 	var out []Block
 	for _, m := range rs.BlockMaps {
 		mode, _ := ModeOfMap(m.Name)
@@ -149,7 +151,7 @@ func Blocks(c Conn, rs *Ruleset) ([]Block, error) {
 			if !ok || len(el.Val) < 2 {
 				return nil, fmt.Errorf("fastpath: map %s holds an element of %d+%d bytes", m.Name, len(el.Key), len(el.Val))
 			}
-			out = append(out, Block{Addr: addr, Mode: mode, Port: uint16(el.Val[0])<<8 | uint16(el.Val[1]), Expires: el.Expires})
+			out = append(out, Block{Addr: addr, Mode: mode, Port: uint16(el.Val[0])<<8 | uint16(el.Val[1]), Expires: el.Expires, Set: m.Name})
 		}
 	}
 	return out, nil
@@ -159,7 +161,7 @@ func Blocks(c Conn, rs *Ruleset) ([]Block, error) {
 // transaction of its own (a missing element fails its transaction), and
 // reports whether a block map held it. After an unblock the source starts
 // again from no count: only ports it has not probed before count anew.
-func Forget(c Conn, rs *Ruleset, addr netip.Addr) (bool, error) {
+func Forget(c nft.Conn, rs *Ruleset, addr netip.Addr) (bool, error) {
 	addr = addr.Unmap()
 	found := false
 	for _, group := range [][]*nftables.Set{rs.BlockMaps, rs.Counts} {
@@ -189,24 +191,25 @@ type Counts struct {
 	Limited uint64
 }
 
-// TakeCounts reads and resets the counters.
+// TakeCounts reads and resets the counters: one request resets every
+// counter of the table and returns them all.
 func TakeCounts(c Conn, rs *Ruleset) (Counts, error) {
 	out := Counts{Full: map[string]uint64{}}
-	for _, name := range rs.Counters {
-		objs, err := c.GetObjReset(&nftables.CounterObj{Table: rs.Table, Name: name})
-		if err != nil {
-			return out, fmt.Errorf("fastpath: read counter %s: %w", name, err)
-		}
-		var n uint64
-		for _, o := range objs {
-			if co, ok := o.(*nftables.CounterObj); ok && co.Name == name {
-				n += co.Packets
-			}
-		}
-		if name == limitedCtr {
-			out.Limited = n
-		} else {
-			out.Full[name[len("fp_full_"):]] = n
+	if len(rs.Counters) == 0 {
+		return out, nil
+	}
+	objs, err := c.GetObjReset(&nftables.CounterObj{Table: rs.Table, Name: rs.Counters[0]})
+	if err != nil {
+		return out, fmt.Errorf("fastpath: read the counters: %w", err)
+	}
+	for _, o := range objs {
+		co, ok := o.(*nftables.CounterObj)
+		switch {
+		case !ok:
+		case co.Name == limitedCtr:
+			out.Limited += co.Packets
+		case strings.HasPrefix(co.Name, fullPrefix):
+			out.Full[co.Name[len(fullPrefix):]] += co.Packets
 		}
 	}
 	return out, nil

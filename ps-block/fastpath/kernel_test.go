@@ -1,7 +1,6 @@
 package fastpath
 
 import (
-	"net/netip"
 	"os/exec"
 	"strings"
 	"testing"
@@ -13,6 +12,8 @@ import (
 	"github.com/portsentry/pipeline/shared/netlab"
 )
 
+// TestKernelInstallListed: this kernel takes the whole ruleset, twice (a
+// restart), and nft(8) reads it back with the socket lookups in place.
 func TestKernelInstallListed(t *testing.T) {
 	ns := netlab.NewNS(t, "fpk")
 	c, err := nft.Open(ns.Fd)
@@ -38,9 +39,14 @@ func TestKernelInstallListed(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	t.Logf("%s", out)
-	if !strings.Contains(string(out), "socket transparent 0 return") {
-		t.Fatal("no socket rule")
+	for _, want := range []string{"socket transparent 0 return", "socket transparent 1 return",
+		"update @fp_atcp4_s2 { ip saddr timeout 6h }", "add @fp_atcp6 { ip6 saddr timeout 1h : th dport }",
+		"limit rate over 50/second burst 200 packets"} {
+		if strings.Count(string(out), want) < 1 {
+			t.Errorf("nft list shows no %q:\n%s", want, out)
+		}
 	}
-	_ = netip.Addr{}
+	if n := strings.Count(string(out), "jump fp_atcp4"); n != 1 {
+		t.Errorf("%d jumps to fp_atcp4 after two installs, want 1", n)
+	}
 }

@@ -70,7 +70,9 @@ func ModeOfMap(name string) (string, bool) {
 	return "", false
 }
 
-func fullCounter(mode string) string { return "fp_full_" + mode }
+const fullPrefix = "fp_full_"
+
+func fullCounter(mode string) string { return fullPrefix + mode }
 
 // SetSpec is one set and, when Fill, the whole of its contents (replaced
 // on every Install); sets without Fill keep what the kernel put in them.

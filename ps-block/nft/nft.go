@@ -269,3 +269,7 @@ func (a *Action) Delete(addr netip.Addr) (bool, error) {
 	}
 	return true, nil
 }
+
+// Conn is the connection the action uses, for whoever must act in the same
+// table under the same lock (the fast path's lifts).
+func (a *Action) Conn() Conn { return a.conn }
