@@ -46,7 +46,7 @@ func setupFastPath(cfg *config.Config, dry bool, bc *blocker.Config, keeper *gua
 	case !ok:
 		return nil // NFT_BLOCK off, or its netlink failed (already said)
 	}
-	rs, err := fastpath.Build(s, fastpath.Ranges(keeper.Current().Prefixes()))
+	rs, err := fastpath.Build(s, fastpath.Protected(keeper.Current()))
 	if err != nil {
 		log.Admin("%v: the pipeline alone blocks", err)
 		return nil
@@ -97,19 +97,24 @@ func (fp *fastPath) run(b *blocker.Blocker, listConn nft.Conn) {
 	tick := time.NewTicker(fastpath.Poll)
 	defer tick.Stop()
 	synced := fp.keeper.Current()
-	fetch := func() ([]blocker.KernelBlock, error) {
+	fetch := func() ([]event.Event, error) {
 		blocks, err := fastpath.Blocks(listConn, fp.rs)
 		if err != nil {
 			return nil, err
 		}
-		out := make([]blocker.KernelBlock, 0, len(blocks))
+		now := time.Now()
+		out := make([]event.Event, 0, len(blocks))
 		for _, kb := range blocks {
 			mode, err := event.ParseMode(kb.Mode)
 			if err != nil {
 				continue // ModeOfMap knows the four modes only
 			}
-			out = append(out, blocker.KernelBlock{Addr: kb.Addr, Mode: mode, Port: kb.Port, Hits: fp.hits,
-				Expires: kb.Expires, Set: kb.Set})
+			ev := event.Event{Kind: event.KindBlock, Time: now.UTC(), Target: kb.Addr, Mode: mode,
+				Proto: mode.Proto(), Port: kb.Port, Hits: fp.hits}
+			if kb.Expires > 0 {
+				ev.Until = now.Add(kb.Expires)
+			}
+			out = append(out, ev)
 		}
 		return out, nil
 	}
@@ -120,7 +125,7 @@ func (fp *fastPath) run(b *blocker.Blocker, listConn nft.Conn) {
 		case <-tick.C:
 		}
 		if cur := fp.keeper.Current(); cur != synced {
-			if err := fastpath.SyncProtected(fp.conn, fp.rs, fastpath.Ranges(cur.Prefixes())); err != nil {
+			if err := fastpath.SyncProtected(fp.conn, fp.rs, fastpath.Protected(cur)); err != nil {
 				fp.log.Admin("%v", err)
 			} else {
 				synced = cur

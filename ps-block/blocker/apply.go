@@ -280,16 +280,11 @@ func (b *Blocker) applyNFT(blocks []*pending) {
 	}
 	var queued []*pending
 	for _, p := range blocks {
-		if p.kernelSet != "" {
-			p.ok = true
-			b.cfg.Log.Attack("Host %s has been blocked by the kernel fast path (port %d, mode %s) in set %s", p.k.addr, p.ev.Port, p.k.mode, p.kernelSet)
-			b.result(p.k.addr, p.k.mode, ActionNFT, true, "blocked by the kernel fast path: in set %s%s", p.kernelSet, untilText(p.ev.Until))
-			continue
-		}
 		set, until := n.SetFor(p.k.addr), p.ev.Until
 		if p.origin == gate.Kernel {
 			p.ok = true
-			b.resultFor(p, ActionNFT, true, "added to set %s by the kernel fast path%s", set, untilText(until))
+			b.cfg.Log.Attack("Host %s has been blocked by the kernel fast path (mode %s, port %d)", p.k.addr, p.k.mode, p.ev.Port)
+			b.resultFor(p, ActionNFT, true, "added by the kernel fast path to its map for mode %s%s", p.k.mode, untilText(until))
 			continue
 		}
 		if end, ok := b.longestEnd(p.k.addr); ok {

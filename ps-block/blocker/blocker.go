@@ -145,9 +145,6 @@ type pending struct {
 	k       key
 	ok      bool // some blocking action succeeded
 	routed  bool
-	// kernelSet names the set where the kernel fast path already put
-	// the host ("": a decision, for the nftables action to carry out).
-	kernelSet string
 }
 
 // Blocker is safe for concurrent use: transport calls and the lift timer
@@ -326,6 +323,12 @@ func (b *Blocker) Act(o gate.Origin, evs ...event.Event) error {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.act(o, evs)
+	return nil
+}
+
+// act is Act with the lock held.
+func (b *Blocker) act(o gate.Origin, evs []event.Event) {
 	for i := range evs {
 		ev := &evs[i]
 		b.cur = b.newSlot()
@@ -340,7 +343,6 @@ func (b *Blocker) Act(o gate.Origin, evs ...event.Event) error {
 		}
 	}
 	b.flushOut()
-	return nil
 }
 
 // Idle implements transport.Handler: input paused, so carry out the batch

@@ -92,7 +92,7 @@ func TestKernelAct(t *testing.T) {
 	want := []string{
 		"block false 198.18.0.53 atcp: refused (made by the kernel fast path): 198.18.0.53 is a name server of this host",
 		"nft true 198.18.0.53 atcp: removed from set portsentry4: the gate refused it",
-		"nft true 198.18.0.7 atcp: added to set portsentry4 by the kernel fast path",
+		"nft true 198.18.0.7 atcp: added by the kernel fast path to its map for mode atcp",
 		"hosts.deny true 198.18.0.7 atcp: added to hosts.deny",
 	}
 	if got := r.results(t); !slices.Equal(got, want) {

@@ -16,26 +16,26 @@ import (
 func TestKernel(t *testing.T) {
 	r := newRig(t, func(c *Config) { c.Rate, c.Burst = 1, 1 }) // the rate limit must not hold these back
 	src, lo := netip.MustParseAddr("198.18.0.7"), netip.MustParseAddr("127.0.0.9")
-	listing := []KernelBlock{
-		{Addr: src, Mode: event.ModeATCP, Port: 23, Hits: 3, Expires: time.Hour, Set: "fp_atcp4"},
-		{Addr: netip.MustParseAddr("198.18.0.8"), Mode: event.ModeATCP, Port: 24, Hits: 3, Set: "fp_atcp4"},
-		{Addr: lo, Mode: event.ModeATCP, Port: 25, Hits: 3, Set: "fp_atcp4"},
+	kb := func(a netip.Addr, port uint16, until time.Time) event.Event {
+		return event.Event{Kind: event.KindBlock, Time: r.now, Target: a, Mode: event.ModeATCP, Proto: event.ProtoTCP, Port: port, Hits: 3, Until: until}
 	}
-	fetch := func() ([]KernelBlock, error) { return listing, nil }
+	listing := []event.Event{kb(src, 23, r.now.Add(time.Hour)), kb(netip.MustParseAddr("198.18.0.8"), 24, time.Time{}), kb(lo, 25, time.Time{})}
+	fetch := func() ([]event.Event, error) { return slices.Clone(listing), nil }
 	if err := r.b.Kernel(fetch); err != nil {
 		t.Fatal(err)
 	}
 	got := r.results(t)
 	want := []string{
-		"block false 127.0.0.9 atcp: refused: 127.0.0.9 is a loopback address; lifted from the kernel's set fp_atcp4",
-		"nft true 198.18.0.7 atcp: blocked by the kernel fast path: in set fp_atcp4 until 2026-11-24T15:00:00Z",
-		"nft true 198.18.0.8 atcp: blocked by the kernel fast path: in set fp_atcp4",
+		"nft true 198.18.0.7 atcp: added by the kernel fast path to its map for mode atcp until 2026-11-24T15:00:00Z",
 		"hosts.deny true 198.18.0.7 atcp",
-		"hosts.deny true 198.18.0.8 atcp",
 		"route true 198.18.0.7 atcp",
-		"route true 198.18.0.8 atcp",
 		"run true 198.18.0.7 atcp",
+		"nft true 198.18.0.8 atcp: added by the kernel fast path to its map for mode atcp",
+		"hosts.deny true 198.18.0.8 atcp",
+		"route true 198.18.0.8 atcp",
 		"run true 198.18.0.8 atcp",
+		"block false 127.0.0.9 atcp: refused (made by the kernel fast path): 127.0.0.9 is a loopback address",
+		"nft true 127.0.0.9 atcp: removed from set portsentry4: the gate refused it",
 	}
 	if len(got) != len(want) {
 		t.Fatalf("results %q, want %d", got, len(want))
@@ -73,7 +73,7 @@ func TestKernel(t *testing.T) {
 		t.Errorf("calls at the end %q", *r.c)
 	}
 	// A listing that fails says so and changes nothing.
-	if err := r.b.Kernel(func() ([]KernelBlock, error) { return nil, errors.New("netlink gone") }); err == nil {
+	if err := r.b.Kernel(func() ([]event.Event, error) { return nil, errors.New("netlink gone") }); err == nil {
 		t.Error("a failed listing was not reported")
 	}
 }

@@ -25,7 +25,7 @@ func TestKernelInstallListed(t *testing.T) {
 	cfg.ScanTrigger = 2
 	cfg.BlockDuration = time.Hour
 	s, _ := FromConfig(cfg)
-	rs, err := Build(s, Ranges(guard.New(nil, nil, nil).Prefixes()))
+	rs, err := Build(s, Protected(guard.New(nil, nil, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

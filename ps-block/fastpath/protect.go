@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"github.com/google/nftables"
+	"github.com/portsentry/pipeline/shared/guard"
 )
 
 // PrefixRange is an inclusive range of addresses of one family.
@@ -88,4 +89,15 @@ func portElements(ps []PortRange) []nftables.SetElement {
 		}
 	}
 	return out
+}
+
+// Protected is the guard's one definition of "protected" as the kernel's
+// interval sets take it.
+func Protected(s *guard.Set) []PrefixRange {
+	ps := s.Protections()
+	prefixes := make([]netip.Prefix, len(ps))
+	for i, p := range ps {
+		prefixes[i] = p.Prefix
+	}
+	return Ranges(prefixes)
 }

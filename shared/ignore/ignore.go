@@ -204,16 +204,3 @@ func Load(path string) (*List, []error, error) {
 	defer f.Close()
 	return Parse(f, path)
 }
-
-// Prefixes lists every entry as a network (a host as a /32 or /128), for
-// those who must hand the list to the kernel.
-func (l *List) Prefixes() []netip.Prefix {
-	if l == nil {
-		return nil
-	}
-	out := make([]netip.Prefix, 0, l.Len())
-	for a := range l.hosts {
-		out = append(out, netip.PrefixFrom(a, a.BitLen()))
-	}
-	return append(out, l.nets...)
-}
