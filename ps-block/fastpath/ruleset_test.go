@@ -96,7 +96,7 @@ func TestWatchedPorts(t *testing.T) {
 func TestRanges(t *testing.T) {
 	in := []netip.Prefix{
 		netip.MustParsePrefix("198.18.0.0/24"), netip.MustParsePrefix("198.18.0.7/32"), // inside
-		netip.MustParsePrefix("198.18.1.0/24"),                                         // adjacent
+		netip.MustParsePrefix("198.18.1.0/24"), // adjacent
 		netip.MustParsePrefix("255.255.255.255/32"), netip.MustParsePrefix("::ffff:10.0.0.0/104"),
 		netip.MustParsePrefix("2001:db8::/32"), netip.MustParsePrefix("ff00::/8"), {},
 	}
