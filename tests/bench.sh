@@ -21,11 +21,15 @@
 #      (written once the kernel took the element), median and 99th
 #      percentile over 1,000 decisions one every 5 ms; then 20,000
 #      decisions written at 10,000 a second, and the slowest member's rate.
+#   6. The kernel fast path: answered probes with it on (SCAN_TRIGGER 0
+#      and 2), off and no defence, five nmap scan types, IPv4 and IPv6;
+#      the whole host's CPU during iperf3 with it on and off.
 #
 # Needs root. Every namespace, nftables table and process it makes is
 # removed on exit; lab traffic stays inside its namespaces, on
 # 198.18.0.0/15 and 2001:db8::/32. Environment: RUNS (default 5),
-# IPERF_SECONDS (10), SKIP (words among judge block lab ps12 iperf fleet),
+# IPERF_SECONDS (10), SKIP (words among judge block lab ps12 iperf fleet
+# fastpath), FP_SCANS (the nmap scan types of the fast path's figures),
 # KEEP=1 keeps the work directory.
 set -euo pipefail
 . "$(dirname "$0")/lab.sh"
@@ -347,17 +351,18 @@ latency() {
 # the stages watch its directory, and the logs written beside it would wake
 # them on every line.
 pipe_conf() {
-  local dir=$1 table=$2
+  local dir=$1 table=$2 fast=${3:-0} trigger=${4:-0}
   mkdir -p "$dir/etc"
   chmod 755 "$dir/etc"
   cat >"$dir/portsentry.conf" <<EOF
 IGNORE_FILE="$dir/etc/portsentry.ignore"
 BLOCKED_FILE="$dir/portsentry.blocked"
 HISTORY_FILE="$dir/portsentry.history"
-SCAN_TRIGGER="0"
+SCAN_TRIGGER="$trigger"
 BLOCK_TCP="1"
 NFT_BLOCK="1"
 NFT_TABLE="$table"
+FAST_PATH="$fast"
 KILL_HOSTS_DENY=""
 KILL_ROUTE=""
 KILL_RUN_CMD=""
@@ -581,10 +586,165 @@ bench_fleet() {
   row "fleet: slowest member done after the last decision was written" "$m" "ms" "" "" "$(runs_list "${behind[@]}")"
 }
 
+# --- 6. the kernel fast path ---------------------------------------------------
+# Answered probes for nmap -T4 -p 1-1024 of each scan type, IPv4 and IPv6,
+# against ps-sniff -atcp | ps-judge | ps-block with the fast path on
+# (SCAN_TRIGGER 0 and 2), off, and no defence; a bystander on the scanner's
+# side connects to the daemon on port 80 all along and must never be
+# blocked. Then the whole host's CPU during an iperf3 transfer with the fast
+# path on versus off.
+FP_SCANS=${FP_SCANS:-"-sS -sT -sF -sN -sX"}
+B4=198.18.0.3 B6=2001:db8:5e::3
+
+# fp_scan DIR FAMILY TYPE: like scan, for either family and any scan type;
+# an answer is a SYN-ACK or a RST from a port, counted once per port. The
+# bystander's connects meanwhile are counted in DIR/bystander.
+fp_scan() {
+  local dir=$1 fam=$2 type=$3 p s b td by
+  if [ "$fam" = 4 ]; then p=$P4 s=$S4 b=$B4; else p=$P6 s=$S6 b=$B6; fi
+  ip netns exec "$NS_S" tcpdump -i "$VS" -nn -s 128 -B 16384 -U --immediate-mode -w "$dir/scan.pcap" "tcp and src host $p and dst host $s" >"$dir/tcpdump.log" 2>&1 &
+  td=$!
+  pids+=("$td")
+  wait_for 10 "tcpdump" grep -q "listening on" "$dir/tcpdump.log"
+  ip netns exec "$NS_S" timeout 40 python3 -c '
+import socket, sys, time
+b, p, stop = sys.argv[1], sys.argv[2], sys.argv[3]
+ok = bad = 0
+import os
+while not os.path.exists(stop) and ok + bad < 2000:
+    fam = socket.AF_INET6 if ":" in p else socket.AF_INET
+    c = socket.socket(fam); c.settimeout(1); c.bind((b, 0))
+    try:
+        c.connect((p, 80)); ok += 1
+    except OSError:
+        bad += 1
+    c.close(); time.sleep(0.02)
+print(ok, bad)' "$b" "$p" "$dir/stop" >"$dir/bystander" 2>&1 &
+  by=$!
+  pids+=("$by")
+  in_s timeout 60 nmap -n -Pn "-$fam" "$type" -T4 -p 1-1024 --max-retries 0 --max-rtt-timeout 100ms --host-timeout 20s \
+    "$p" >"$dir/scan.nmap" 2>&1 || true
+  sleep 0.5
+  touch "$dir/stop"
+  wait "$by" 2>/dev/null || true
+  forget "$by"
+  stop "$td"
+  tcpdump -nn -r "$dir/scan.pcap" 2>/dev/null |
+    awk '/Flags \[[^]]*[SR]/ { sub(/.*\./, "", $3); print $3 }' | sort -u | wc -l >"$dir/answered"
+}
+
+# fp_run DIR TABLE FAST TRIGGER FAMILY TYPE: the pipeline with FAST_PATH
+# FAST (atcp or 0) and SCAN_TRIGGER, or nothing at all (FAST "none").
+fp_run() {
+  local dir=$1 table=$2 fast=$3 trigger=$4 fam=$5 type=$6 sniff judge block
+  mkdir "$dir"
+  chmod 755 "$dir"
+  if [ "$fast" = none ]; then
+    fp_scan "$dir" "$fam" "$type"
+    return
+  fi
+  pipe_conf "$dir" "$table" "$fast" "$trigger"
+  mkfifo "$dir/hits" "$dir/decisions"
+  ip netns exec "$NS_P" "$BIN/ps-block" -c "$dir/portsentry.conf" <"$dir/decisions" >"$dir/results.jsonl" 2>"$dir/block.log" &
+  block=$!
+  ip netns exec "$NS_P" "$BIN/ps-judge" -c "$dir/portsentry.conf" <"$dir/hits" >"$dir/decisions" 2>"$dir/judge.log" &
+  judge=$!
+  ip netns exec "$NS_P" "$BIN/ps-sniff" -atcp -c "$dir/portsentry.conf" >"$dir/hits" 2>"$dir/sniff.log" &
+  sniff=$!
+  pids+=("$block" "$judge" "$sniff")
+  wait_for 10 "ps-sniff to start (see $dir/sniff.log)" grep -q "now active and listening" "$dir/sniff.log"
+  wait_for 10 "ps-block to start" grep -q "ps-block is active" "$dir/block.log"
+  if [ "$fast" != 0 ]; then
+    grep -q "fast path installed" "$dir/block.log" || die "the fast path did not install: $(cat "$dir/block.log")"
+  fi
+  fp_scan "$dir" "$fam" "$type"
+  sleep 1 # the kernel's blocks reported (four listings a second)
+  stop "$sniff"
+  stop "$judge" "$block"
+  in_p nft delete table inet "$table" 2>/dev/null || true
+}
+
+bench_fastpath() {
+  local fam type how i dir a ans=() by_bad=0 by_ok=0 ok bad n=0 m
+  say "fast path: nmap -T4 -p 1-1024, $RUNS runs each (no defence: 1 run), IPv4 and IPv6, scan types $FP_SCANS"
+  in_s ip addr add "$B4/24" dev "$VS"
+  in_s ip addr add "$B6/64" dev "$VS" nodad
+  for fam in 4 6; do
+    for type in $FP_SCANS; do
+      for how in none "atcp 0" "atcp 2" "0 0"; do
+        ans=()
+        local runs=$RUNS
+        [ "$how" = none ] && runs=1
+        for i in $(seq "$runs"); do
+          n=$((n + 1))
+          dir=$work/fp-$n
+          # shellcheck disable=SC2086 # how is two words
+          fp_run "$dir" "psbfp_${id}_$n" $how "$fam" "$type"
+          a=$(cat "$dir/answered")
+          read -r ok bad <"$dir/bystander" || { ok=0 bad=0; }
+          by_ok=$((by_ok + ok)) by_bad=$((by_bad + bad))
+          ans+=("$a")
+        done
+        m=$(median "${ans[@]}")
+        case $how in
+        none) row "fast path: IPv$fam nmap $type, no defence" "$m" "" "-" "-" "$(runs_list "${ans[@]}")" ;;
+        "atcp 0") row "fast path: IPv$fam nmap $type, fast path on, SCAN_TRIGGER=0" "$m" "" "0" "$(verdict "$m" "<=" 0)" "$(runs_list "${ans[@]}")" ;;
+        "atcp 2") row "fast path: IPv$fam nmap $type, fast path on, SCAN_TRIGGER=2" "$m" "" "<= 2" "$(verdict "$m" "<=" 2)" "$(runs_list "${ans[@]}")" ;;
+        *) row "fast path: IPv$fam nmap $type, fast path off (pipeline alone)" "$m" "" "-" "-" "$(runs_list "${ans[@]}")" ;;
+        esac
+        note "IPv$fam $type ${how/#0 0/off}: answered $(runs_list "${ans[@]}")"
+      done
+    done
+  done
+  row "fast path: bystander connects to port 80 during the scans that failed" "$by_bad" "" "0" "$(verdict "$by_bad" "<=" 0)" "$by_ok ok"
+}
+
+# host_busy: busy and total jiffies of the whole host, from /proc/stat.
+host_busy() { awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat; }
+
+bench_fastpath_cpu() {
+  local i how dir blk b0 t0 b1 t1 cpu gbps srv on=() off=() ron=() roff=()
+  say "fast path: the whole host's CPU during a ${IPERF_SECONDS} s iperf3 transfer $NS_S -> $NS_P, ps-block with the fast path on and off, $RUNS runs each, interleaved"
+  dir=$work/fpcpu
+  mkdir "$dir"
+  chmod 755 "$dir"
+  ip netns exec "$NS_P" iperf3 -s -B "$P4" >"$dir/iperf3-server.log" 2>&1 &
+  srv=$!
+  pids+=("$srv")
+  wait_for 10 "the iperf3 server" bash -c "ip netns exec $NS_P ss -Hltn | grep -q ':5201 '"
+  for i in $(seq "$RUNS"); do
+    for how in atcp 0; do
+      mkdir "$dir/$how-$i"
+      chmod 755 "$dir/$how-$i"
+      pipe_conf "$dir/$how-$i" "psbfpcpu_${id}" "$how" 0
+      mkfifo "$dir/$how-$i/in"
+      ip netns exec "$NS_P" "$BIN/ps-block" -c "$dir/$how-$i/portsentry.conf" <"$dir/$how-$i/in" >/dev/null 2>"$dir/$how-$i/block.log" &
+      blk=$!
+      pids+=("$blk")
+      exec 9>"$dir/$how-$i/in" # hold its input open
+      wait_for 10 "ps-block to start" grep -q "ps-block is active" "$dir/$how-$i/block.log"
+      read -r b0 t0 < <(host_busy)
+      in_s timeout $((IPERF_SECONDS + 20)) iperf3 -c "$P4" -t "$IPERF_SECONDS" -J >"$dir/$how-$i/iperf.json"
+      read -r b1 t1 < <(host_busy)
+      exec 9>&-
+      stop "$blk"
+      in_p nft delete table inet "psbfpcpu_${id}" 2>/dev/null || true
+      cpu=$(awk -v b=$((b1 - b0)) -v t=$((t1 - t0)) 'BEGIN { printf "%.1f", 100 * b / t }')
+      gbps=$(python3 -c 'import json,sys; print("%.2f" % (json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"] / 1e9))' "$dir/$how-$i/iperf.json")
+      note "run $i, fast path ${how/#0/off}: $gbps Gbit/s, host busy $cpu%"
+      if [ "$how" = 0 ]; then off+=("$cpu") roff+=("$gbps"); else on+=("$cpu") ron+=("$gbps"); fi
+    done
+  done
+  stop "$srv"
+  row "fast path: host CPU busy during iperf3, fast path on" "$(median "${on[@]}")" "%" "= off" "-" "$(runs_list "${on[@]}")"
+  row "fast path: host CPU busy during iperf3, fast path off" "$(median "${off[@]}")" "%" "-" "-" "$(runs_list "${off[@]}")"
+  row "  the transfer, fast path on / off" "$(median "${ron[@]}") / $(median "${roff[@]}")" "Gbit/s" "-" "-" "$(runs_list "${ron[@]}") / $(runs_list "${roff[@]}")"
+}
+
 started=$(date +%s)
 skipped judge || bench_judge
 skipped block || bench_block
-if ! skipped lab || ! skipped ps12 || ! skipped iperf; then
+if ! skipped lab || ! skipped ps12 || ! skipped iperf || ! skipped fastpath; then
   lab_up
   if ! skipped lab; then
     bench_lab_baseline
@@ -592,6 +752,10 @@ if ! skipped lab || ! skipped ps12 || ! skipped iperf; then
   fi
   skipped ps12 || bench_lab_ps12
   skipped iperf || bench_iperf
+  if ! skipped fastpath; then
+    bench_fastpath
+    bench_fastpath_cpu
+  fi
 fi
 skipped fleet || bench_fleet
 
