@@ -23,7 +23,7 @@ func (b *Blocker) Kernel(fetch func() ([]event.Event, error)) error {
 	fresh := evs[:0]
 	for _, ev := range evs {
 		k := key{ev.Target.Unmap(), ev.Mode}
-		if b.state[k] == nil && !b.inBatch[k] {
+		if !b.has(k) && !b.inBatch[k] {
 			fresh = append(fresh, ev)
 		}
 	}
