@@ -48,9 +48,9 @@ func TestIdleWritersCannotLockOut(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		if _, err := c.Write([]byte("{")); err != nil {
-			t.Fatal(err)
-		}
+		// One byte of a line never finished; past its user's share the
+		// listener has closed the connection already, and the write fails.
+		_, _ = c.Write([]byte("{"))
 		idle = append(idle, c)
 	}
 	sensor := Connect(path, t.Logf)
