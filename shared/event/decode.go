@@ -118,6 +118,42 @@ func (f *fields) slot(key []byte) *value {
 
 var errNotJSON = errors.New("not a JSON object")
 
+// writerKeys are the keys of a hit line in the order Append writes them,
+// each with its closing quote and colon.
+var writerKeys = [...]string{`v":`, `kind":`, `time":`, `sensor":`, `mode":`, `proto":`, `src":`, `sport":`, `dst":`, `dport":`, `scan":`, `flags":`}
+
+// expected returns the slot of writerKeys[guess] when b starts with it.
+func (f *fields) expected(b []byte, guess int) (*value, bool) {
+	if guess >= len(writerKeys) || !bytes.HasPrefix(b, unsafe.Slice(unsafe.StringData(writerKeys[guess]), len(writerKeys[guess]))) {
+		return nil, false
+	}
+	switch guess {
+	case 0:
+		return &f.v, true
+	case 1:
+		return &f.kind, true
+	case 2:
+		return &f.time, true
+	case 3:
+		return &f.sensor, true
+	case 4:
+		return &f.mode, true
+	case 5:
+		return &f.proto, true
+	case 6:
+		return &f.src, true
+	case 7:
+		return &f.sport, true
+	case 8:
+		return &f.dst, true
+	case 9:
+		return &f.dport, true
+	case 10:
+		return &f.scan, true
+	}
+	return &f.flags, true
+}
+
 // scanFlat parses a flat JSON object without escapes. It returns false, nil
 // when the line needs the general parser, and an error when the line is
 // certainly not a valid JSON object.
@@ -134,19 +170,29 @@ func scanFlat(b []byte, f *fields) (bool, error) {
 		}
 		return true, nil
 	}
+	guess := 0 // the key a stage would write next
 	for {
 		if i >= len(b) || b[i] != '"' {
 			return false, errNotJSON
 		}
-		key, next, ok := flatString(b, i)
-		if !ok {
-			return false, nil
+		var slot *value
+		if k, ok := f.expected(b[i+1:], guess); ok {
+			// The key is the one a stage writes next, quote and colon
+			// included: no scan and no lookup.
+			slot, i, guess = k, i+1+len(writerKeys[guess]), guess+1
+		} else {
+			key, next, ok := flatString(b, i)
+			if !ok {
+				return false, nil
+			}
+			i = skipSpace(b, next)
+			if i >= len(b) || b[i] != ':' {
+				return false, errNotJSON
+			}
+			i++
+			slot = f.slot(key)
 		}
-		i = skipSpace(b, next)
-		if i >= len(b) || b[i] != ':' {
-			return false, errNotJSON
-		}
-		i = skipSpace(b, i+1)
+		i = skipSpace(b, i)
 		if i >= len(b) {
 			return false, errNotJSON
 		}
@@ -178,8 +224,8 @@ func scanFlat(b []byte, f *fields) (bool, error) {
 		default:
 			return false, errNotJSON
 		}
-		if s := f.slot(key); s != nil {
-			*s = v
+		if slot != nil {
+			*slot = v
 		}
 		i = skipSpace(b, i)
 		if i >= len(b) {

@@ -22,13 +22,13 @@ func Append(dst []byte, e *Event) []byte {
 	switch e.Kind {
 	case KindHit:
 		dst = appendString(dst, "sensor", e.Sensor)
-		dst = appendString(dst, "mode", e.Mode.String())
-		dst = appendString(dst, "proto", e.Proto.String())
+		dst = appendName(dst, "mode", e.Mode.String())
+		dst = appendName(dst, "proto", e.Proto.String())
 		dst = appendAddr(dst, "src", e.Src)
 		dst = appendInt(dst, "sport", int(e.Sport))
 		dst = appendAddr(dst, "dst", e.Dst)
 		dst = appendInt(dst, "dport", int(e.Dport))
-		dst = appendString(dst, "scan", e.Scan.String())
+		dst = appendName(dst, "scan", e.Scan.String())
 		if e.Flags != "" {
 			dst = appendString(dst, "flags", e.Flags)
 		}
@@ -37,7 +37,7 @@ func Append(dst []byte, e *Event) []byte {
 			dst = appendAddr(dst, "target", e.Target)
 		}
 		if e.Mode != ModeNone {
-			dst = appendString(dst, "mode", e.Mode.String())
+			dst = appendName(dst, "mode", e.Mode.String())
 		}
 		dst = appendString(dst, "action", e.Action)
 		dst = append(dst, `,"ok":`...)
@@ -45,15 +45,15 @@ func Append(dst []byte, e *Event) []byte {
 		dst = appendString(dst, "detail", truncate(e.Detail, maxDetail))
 	default:
 		dst = appendAddr(dst, "target", e.Target)
-		dst = appendString(dst, "mode", e.Mode.String())
+		dst = appendName(dst, "mode", e.Mode.String())
 		if e.Host != "" {
 			dst = appendString(dst, "host", e.Host)
 		}
 		if e.Kind != KindUnblock {
-			dst = appendString(dst, "proto", e.Mode.Proto().String())
+			dst = appendName(dst, "proto", e.Mode.Proto().String())
 			dst = appendInt(dst, "port", int(e.Port))
 			if e.Scan != ScanNone {
-				dst = appendString(dst, "scan", e.Scan.String())
+				dst = appendName(dst, "scan", e.Scan.String())
 			}
 			dst = appendInt(dst, "hits", e.Hits)
 			if !e.Until.IsZero() {
@@ -150,6 +150,16 @@ func appendInt(dst []byte, key string, n int) []byte {
 	dst = append(dst, key...)
 	dst = append(dst, `":`...)
 	return strconv.AppendInt(dst, int64(n), 10)
+}
+
+// appendName writes a name from one of the fixed lists (modes, protocols,
+// scans), which never need escaping.
+func appendName(dst []byte, key, name string) []byte {
+	dst = append(dst, `,"`...)
+	dst = append(dst, key...)
+	dst = append(dst, `":"`...)
+	dst = append(dst, name...)
+	return append(dst, '"')
 }
 
 func appendString(dst []byte, key, s string) []byte {

@@ -1,39 +1,14 @@
 package guard
 
 import (
-	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/portsentry/pipeline/shared/logtest"
 )
-
-// logRecorder collects a Keeper's log lines.
-type logRecorder struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (r *logRecorder) log(format string, args ...any) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.lines = append(r.lines, fmt.Sprintf(format, args...))
-}
-
-func (r *logRecorder) count(sub string) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := 0
-	for _, l := range r.lines {
-		if strings.Contains(l, sub) {
-			n++
-		}
-	}
-	return n
-}
 
 // replace writes a file as an editor does: a new file renamed over the old.
 func replace(t *testing.T, path, text string) {
@@ -79,8 +54,8 @@ func TestKeeperFollowsSymlinks(t *testing.T) {
 	if err := os.Symlink(filepath.Join(run, "stub-resolv.conf"), filepath.Join(etc, "resolv.conf")); err != nil {
 		t.Fatal(err)
 	}
-	rec := &logRecorder{}
-	k := newKeeper(filepath.Join(etc, "ignore"), []string{filepath.Join(etc, "resolv.conf")}, nil, rec.log)
+	rec := &logtest.Book{}
+	k := newKeeper(filepath.Join(etc, "ignore"), []string{filepath.Join(etc, "resolv.conf")}, nil, rec.Logf)
 	stop := make(chan struct{})
 	defer close(stop)
 	go k.Watch(stop)
@@ -115,32 +90,32 @@ func TestKeeperFollowsSymlinks(t *testing.T) {
 func TestKeeperMissingIgnoreFile(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "portsentry.ignore")
-	rec := &logRecorder{}
-	k := newKeeper(path, nil, nil, rec.log)
+	rec := &logtest.Book{}
+	k := newKeeper(path, nil, nil, rec.Logf)
 	const warning = "WARNING: the ignore file " // + path + " does not exist"
-	if n := rec.count(warning + path + " does not exist"); n != 1 {
-		t.Fatalf("%d warnings at start, want 1: %q", n, rec.lines)
+	if n := rec.Count(warning + path + " does not exist"); n != 1 {
+		t.Fatalf("%d warnings at start, want 1: %q", n, rec.Lines())
 	}
 	now := time.Now()
 	k.Remind(now)
 	k.Remind(now.Add(30 * time.Second))
-	if n := rec.count(warning); n != 1 {
+	if n := rec.Count(warning); n != 1 {
 		t.Errorf("%d warnings within a minute, want 1", n)
 	}
 	k.Remind(now.Add(61 * time.Second))
 	k.Remind(now.Add(62 * time.Second))
-	if n := rec.count(warning); n != 2 {
+	if n := rec.Count(warning); n != 2 {
 		t.Errorf("%d warnings after a minute, want 2", n)
 	}
 	k.Reload("SIGHUP")
-	if n := rec.count(warning); n != 3 {
+	if n := rec.Count(warning); n != 3 {
 		t.Errorf("%d warnings after a reload, want 3", n)
 	}
 
 	replace(t, path, "198.18.70.1\n")
 	k.Reload("file changed")
 	k.Remind(now.Add(time.Hour))
-	if n := rec.count(warning); n != 3 || k.Current().Refuse(netip.MustParseAddr("198.18.70.1")) == "" {
+	if n := rec.Count(warning); n != 3 || k.Current().Refuse(netip.MustParseAddr("198.18.70.1")) == "" {
 		t.Errorf("%d warnings with the file there, want 3; 198.18.70.1 refused: %q", n, k.Current().Refuse(netip.MustParseAddr("198.18.70.1")))
 	}
 
@@ -148,10 +123,10 @@ func TestKeeperMissingIgnoreFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	k.Reload("file changed")
-	if n := rec.count(warning); n != 4 {
+	if n := rec.Count(warning); n != 4 {
 		t.Errorf("%d warnings once the file vanished, want 4", n)
 	}
-	if k.Current().Refuse(netip.MustParseAddr("198.18.70.1")) == "" || rec.count("keeping the previous ignore list (1 entries)") != 1 {
-		t.Errorf("a vanished ignore file must keep its entries: %q", rec.lines)
+	if k.Current().Refuse(netip.MustParseAddr("198.18.70.1")) == "" || rec.Count("keeping the previous ignore list (1 entries)") != 1 {
+		t.Errorf("a vanished ignore file must keep its entries: %q", rec.Lines())
 	}
 }
