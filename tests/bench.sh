@@ -9,6 +9,7 @@
 #   2. ps-block: 100,000 block decisions into the nftables sets and 10,000
 #      into hosts.deny, the real binary in a network namespace of its own,
 #      from the first line written to the last result line read.
+#   2b. ps-block: peak memory restoring 1,000,000 blocks recorded.
 #   3. The lab: ps-sniff -atcp | ps-judge | ps-block (nftables) on a
 #      protected namespace, nmap -sS -p 1-1024 from a scanner namespace: how
 #      many probes were answered. PortSentry 1.2 (Debian's) side by side.
@@ -28,8 +29,8 @@
 # Needs root. Every namespace, nftables table and process it makes is
 # removed on exit; lab traffic stays inside its namespaces, on
 # 198.18.0.0/15 and 2001:db8::/32. Environment: RUNS (default 5),
-# IPERF_SECONDS (10), SKIP (words among judge block lab ps12 iperf fleet
-# fastpath), FP_SCANS (the nmap scan types of the fast path's figures),
+# IPERF_SECONDS (10), SKIP (words among judge block restore lab ps12 iperf
+# fleet fastpath), FP_SCANS (the nmap scan types of the fast path's figures),
 # KEEP=1 keeps the work directory.
 set -euo pipefail
 . "$(dirname "$0")/lab.sh"
@@ -236,6 +237,59 @@ bench_block() {
     m=$(median "${times[@]}")
     row "ps-block Go BenchmarkEndToEnd$kind" "$m" "s" "< $goal s" "$(verdict "$m" "<" "$goal")" "$(runs_list "${times[@]}")"
   done
+}
+
+# --- 2b. ps-block restoring a million records ---------------------------------
+# ps-block started on BLOCKED_FILE.atcp and its .until holding 1,000,000
+# blocks in force (benchlab records), stdin empty: it restores them and
+# exits. Peak RSS against the shipped unit's MemoryMax=256M, with the
+# default BLOCK_MAX (1,000,000): NFT_BLOCK=0, and NFT_BLOCK=1 in a fresh
+# namespace (an empty kernel set, as after a reboot: every element is added
+# again). Then BLOCK_MAX=100000: the 900,000 oldest are lifted at start.
+bench_restore() {
+  local dir=$work/restore kind out w c m s ns rss=() conf max
+  mkdir "$dir"
+  say "ps-block: writing the records of 1,000,000 blocks in force (benchlab records)"
+  "$BL" records -n 1000000 -base "$dir/blocked"
+  note "$(du -m "$dir/blocked.atcp" | cut -f1) MiB blocked file, $(du -m "$dir/blocked.until" | cut -f1) MiB until file"
+  for kind in nonft nft max100k; do
+    rss=()
+    say "ps-block: $RUNS restores of 1,000,000 blocks ($kind)"
+    for i in $(seq "$RUNS"); do
+      rm -rf "$dir/run"
+      mkdir "$dir/run"
+      cp "$dir/blocked.atcp" "$dir/blocked.until" "$dir/run/"
+      conf=$dir/restore.conf
+      max=1000000
+      [ "$kind" = max100k ] && max=100000
+      {
+        echo "IGNORE_FILE=\"$dir/no-such-ignore-file\""
+        echo "BLOCKED_FILE=\"$dir/run/blocked\""
+        echo "HISTORY_FILE=\"$dir/run/history\""
+        echo 'KILL_HOSTS_DENY=""'
+        echo 'KILL_ROUTE=""'
+        echo 'KILL_RUN_CMD=""'
+        echo "BLOCK_MAX=\"$max\""
+        echo "NFT_TABLE=\"psbench_$id\""
+        if [ "$kind" = nft ]; then echo 'NFT_BLOCK="1"'; else echo 'NFT_BLOCK="0"'; fi
+      } >"$conf"
+      ns=psbench-$id-restore$i
+      newns "$ns"
+      out=$("$BL" run -limit 300s -out "$dir/results.jsonl" -- ip netns exec "$ns" "$BIN/ps-block" -c "$conf" 2>"$dir/block.log")
+      read -r w c m s <<<"$out"
+      [ "$s" = 0 ] || { tail -n 5 "$dir/block.log" >&2; die "ps-block exited with status $s"; }
+      rss+=("$(awk -v m="$m" 'BEGIN { printf "%.1f", m / 1024 }')")
+      note "run $i: wall $w s, cpu $c s, peak RSS ${rss[-1]} MiB; $(grep -o 'restored [0-9]* record.*' "$dir/block.log" | head -n 1)"
+      delns "$ns"
+    done
+    m=$(median "${rss[@]}")
+    case $kind in
+      nonft) row "ps-block peak RSS restoring 1M blocks (NFT_BLOCK=0)" "$m" "MiB" "< 256 MiB" "$(verdict "$m" "<" 256)" "$(runs_list "${rss[@]}")" ;;
+      nft) row "ps-block peak RSS restoring 1M blocks into an empty nft set" "$m" "MiB" "< 256 MiB" "$(verdict "$m" "<" 256)" "$(runs_list "${rss[@]}")" ;;
+      max100k) row "ps-block peak RSS restoring 1M blocks, BLOCK_MAX=100000" "$m" "MiB" "< 256 MiB" "$(verdict "$m" "<" 256)" "$(runs_list "${rss[@]}")" ;;
+    esac
+  done
+  rm -rf "$dir"
 }
 
 # --- 3 and 4. the two-namespace lab ---------------------------------------------
@@ -744,6 +798,7 @@ bench_fastpath_cpu() {
 started=$(date +%s)
 skipped judge || bench_judge
 skipped block || bench_block
+skipped restore || bench_restore
 if ! skipped lab || ! skipped ps12 || ! skipped iperf || ! skipped fastpath; then
   lab_up
   if ! skipped lab; then

@@ -436,7 +436,7 @@ func (b *Blocker) lift(keys []key, why string) {
 	goneAddr := map[netip.Addr]bool{}
 	for _, l := range live {
 		if l.e.kind != event.KindBlock {
-			b.cfg.Log.Attack("Host %s: record of the %s in mode %s %sended (%s)", l.k.addr, l.e.kind, l.k.mode, would, why)
+			b.liftLog("Host %s: record of the %s in mode %s %sended (%s)", l.k.addr, l.e.kind, l.k.mode, would, why)
 			b.result(l.k.addr, l.k.mode, ActionBlock, true, "record of the %s %sended (%s); the next decision for the host acts again", l.e.kind, would, why)
 			continue
 		}
@@ -446,11 +446,11 @@ func (b *Blocker) lift(keys []key, why string) {
 			continue
 		}
 		if b.blockedElsewhere(l.k.addr) {
-			b.cfg.Log.Attack("Host %s: block in mode %s %slifted (%s); still blocked in another mode", l.k.addr, l.k.mode, would, why)
+			b.liftLog("Host %s: block in mode %s %slifted (%s); still blocked in another mode", l.k.addr, l.k.mode, would, why)
 			b.result(l.k.addr, l.k.mode, ActionBlock, true, "%slifted (%s); still blocked in another mode", would, why)
 			continue
 		}
-		b.cfg.Log.Attack("Host %s: block %slifted (%s)", l.k.addr, would, why)
+		b.liftLog("Host %s: block %slifted (%s)", l.k.addr, would, why)
 		goneAddr[l.k.addr] = true
 		gone = append(gone, l)
 	}

@@ -161,6 +161,7 @@ type Blocker struct {
 	lines, stale [modeSlots]int
 	endLines     int       // lines in the until file
 	restoring    bool      // inside Restore: the files are compacted at its end
+	evicting     bool      // lifting for BLOCK_MAX: per-host lines are rate limited
 	ages         stampHeap // starts of entries, the oldest first (BLOCK_MAX)
 	bucket       *ratelimit.Bucket
 	nftReady     bool

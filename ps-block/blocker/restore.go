@@ -370,6 +370,16 @@ func (b *Blocker) restoreInKernel() {
 	}
 }
 
+// liftLog logs one lift; those BLOCK_MAX makes go through the rate-limited
+// log, so that 900,000 lifted at a start are a few lines, not 900,000.
+func (b *Blocker) liftLog(format string, args ...any) {
+	if b.evicting {
+		b.cfg.Log.AttackLimited(format, args...)
+		return
+	}
+	b.cfg.Log.Attack(format, args...)
+}
+
 // evict lifts the n oldest records to make room (BLOCK_MAX), and returns
 // how many it lifted.
 func (b *Blocker) evict(n int, why string) int {
@@ -387,7 +397,9 @@ func (b *Blocker) evict(n int, why string) int {
 			break
 		}
 		b.cfg.Log.AttackLimited("BLOCK_MAX (%d) reached: lifting the %d oldest record(s), from %s in mode %s on", b.cfg.BlockMax, len(keys), keys[0].addr, keys[0].mode)
+		b.evicting = true
 		b.lift(keys, why)
+		b.evicting = false
 		if b.restoring {
 			b.flushOut()
 		}
