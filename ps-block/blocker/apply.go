@@ -131,6 +131,8 @@ func (b *Blocker) runCmds(batch []*pending) {
 		for _, p := range batch {
 			if p.ev.Kind == event.KindRun {
 				b.resultFor(p, ActionRun, false, "KILL_RUN_CMD is not set: nothing to run")
+				// Still recorded, as 1.2 wrote it: HISTORY_FILE feeds fail2ban.
+				p.ok = true
 			}
 		}
 		return

@@ -139,6 +139,13 @@ func TestRunOnce(t *testing.T) {
 		t.Errorf("history has %d lines for the two runs:\n%s", n, hist)
 	}
 
+	// With no KILL_RUN_CMD, the decision is still recorded, as 1.2 did.
+	none := newRig(t, func(c *Config) { c.RunCmd = nil })
+	none.feed(run)
+	if h, _ := os.ReadFile(none.b.cfg.HistoryFile); !strings.Contains(string(h), "Port: 53 UDP Blocked") {
+		t.Errorf("a run with no KILL_RUN_CMD was not recorded: %q", h)
+	}
+
 	failing := newRig(t, func(c *Config) {
 		c.RunCmd, _ = command.Parse("KILL_RUN_CMD", "fail $TARGET$")
 	})
