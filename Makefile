@@ -9,7 +9,7 @@ FUZZTIME       ?= 60s
 
 export CGO_ENABLED := 0
 
-.PHONY: all build deps test unit lint fuzz fuzz-short bench replay demo clean
+.PHONY: all build deps test unit lint fuzz fuzz-short bench replay demo clean gocheck
 
 all: build
 
@@ -18,13 +18,21 @@ build: $(BINS) bin/hitgen
 # The version every program prints (--version, its first log line).
 VERSION ?= $(shell git describe --always --dirty --tags 2>/dev/null || echo unknown)
 
-bin/%: FORCE
+bin/%: FORCE gocheck
 	$(GO) build -trimpath -ldflags "-X github.com/portsentry/pipeline/shared/stage.version=$(VERSION)" -o $@ ./$*
 
 bin/hitgen: FORCE
 	$(GO) build -o $@ ./tests/hitgen
 
 FORCE:
+
+# go.mod asks for Go 1.26, which any Go from 1.21 on downloads by itself
+# (GOTOOLCHAIN=auto); Debian 12's golang-go (1.19) cannot: say so plainly
+# instead of its error about go.mod.
+gocheck:
+	@v=$$($(GO) env GOVERSION 2>/dev/null) || { echo "make: no Go ($(GO)): README.md, Quick start, says how to get it" >&2; exit 1; }; \
+	v=$${v#go}; if [ "$$(printf '%s\n' 1.21 "$$v" | sort -V | head -n 1)" != 1.21 ]; then \
+	  echo "make: Go $$v is too old: this project needs Go 1.26 (go.mod), which Go 1.21 or later fetches by itself; README.md, Quick start, says how to get it" >&2; exit 1; fi
 
 # The whole suite: lint, unit and kernel tests, end-to-end lab tests, and a
 # few seconds of every fuzz target. Root and network namespaces are needed for

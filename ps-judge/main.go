@@ -96,7 +96,7 @@ func run(c *cli.Context) error {
 			Lock:  mu,
 		})
 		if err != nil {
-			return stage.Fatal("--admin: %v", err)
+			return stage.Fatal("--admin: %v%s", err, transport.DirHint(path))
 		}
 		defer ln.Close()
 		log.Admin("taking administrative lines (unblock) from %s", path)

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/portsentry/pipeline/shared/netlab"
@@ -37,5 +38,38 @@ func TestDemoReport(t *testing.T) {
 	}
 	if string(got) != string(want) {
 		t.Errorf("demo-report.sh under mawk:\n%s\nwant (testdata/demo/report.golden):\n%s", got, want)
+	}
+}
+
+// TestDebianHostsDenyReadOnlyEtc: Debian's 1.2 configuration edits
+// /etc/hosts.deny, which the shipped ps-block unit makes read-only
+// (ProtectSystem=strict); the README's migration section says ps-block then
+// refuses to start, naming the key. A read-only bind mount of /etc, in a
+// mount namespace of its own, stands in for the unit's.
+func TestDebianHostsDenyReadOnlyEtc(t *testing.T) {
+	if os.Getuid() != 0 {
+		netlab.SkipOrFail(t, "needs root for a mount namespace")
+	}
+	if _, err := exec.LookPath("unshare"); err != nil {
+		netlab.SkipOrFail(t, "no unshare: %v", err)
+	}
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "portsentry.conf")
+	text := "BLOCKED_FILE=\"" + dir + "/portsentry.blocked\"\nHISTORY_FILE=\"" + dir + "/portsentry.history\"\n" +
+		"IGNORE_FILE=\"" + dir + "/ignore\"\nKILL_HOSTS_DENY=\"ALL: $TARGET$ : DENY\"\n"
+	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ignore"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("unshare", "-m", "sh", "-c", `mount --bind /etc /etc && mount -o remount,bind,ro /etc && exec "$0" -c "$1" --dry-run </dev/null`, bin("ps-block"), conf)
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("ps-block started with /etc read-only:\n%s", out)
+	}
+	want := "line 4: KILL_HOSTS_DENY: hostsdeny: open /etc/hosts.deny: read-only file system"
+	if !strings.Contains(string(out), want) {
+		t.Errorf("no %q in:\n%s", want, out)
 	}
 }

@@ -275,7 +275,7 @@ func Serve(c *cli.Context, cfg *config.Config, h transport.Handler, log *alert.L
 	} else if path := c.String(FlagListen); path != "" {
 		ln, err := transport.Listen(path, h, func(f string, a ...any) { log.Admin(f, a...) })
 		if err != nil {
-			return Fatal("%v", err)
+			return Fatal("%v%s", err, transport.DirHint(path))
 		}
 		defer ln.Close()
 		log.Admin("reading event lines from %s", path)

@@ -156,7 +156,7 @@ func (s *Sink) flushConn() error {
 		if err != nil {
 			// Said once, then once a minute: the peer may be away long.
 			if s.failures%120 == 0 {
-				s.logf("connect %s: %v (retrying every 0.5 s; %d bytes waiting)", s.path, err, len(s.pending))
+				s.logf("connect %s: %v%s (retrying every 0.5 s; %d bytes waiting)", s.path, err, DirHint(s.path), len(s.pending))
 			}
 			s.failures++
 			s.backoff = time.Now().Add(500 * time.Millisecond)
