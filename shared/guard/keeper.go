@@ -142,59 +142,63 @@ func (k *Keeper) Watch(stop <-chan struct{}) {
 	}()
 
 	var events <-chan fsnotify.Event
-	files := map[string]bool{}
+	files, watched := map[string]bool{}, map[string]bool{}
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		k.log("not watching files: %v", err)
 	} else {
 		defer w.Close()
-		files = k.watchFiles(w, map[string]bool{})
+		files = k.watchFiles(w, watched)
 		events = w.Events
 	}
 	// Debounce: an editor's save is several events; reload once after them.
 	var debounce <-chan time.Time
 	for {
+		why := ""
 		select {
 		case <-stop:
 			return
 		case <-hup:
-			k.Reload("SIGHUP")
+			why = "SIGHUP"
 		case <-netChanged:
-			k.Reload("network change")
+			why = "network change"
 		case ev := <-events:
 			if files[filepath.Clean(ev.Name)] {
 				debounce = time.After(100 * time.Millisecond)
 			}
+			continue
 		case <-debounce:
 			debounce = nil
-			k.Reload("file changed")
-			// A symlink may point elsewhere now.
-			files = k.watchFiles(w, files)
+			why = "file changed"
+		}
+		k.Reload(why)
+		// A symlink may point elsewhere now, or systemd-resolved may have
+		// made its directory.
+		if w != nil {
+			files = k.watchFiles(w, watched)
 		}
 	}
 }
 
 // watchFiles watches the directories of the watched files and of every
 // link on their way to their targets: editors and config managers replace
-// files by renaming, which a watch on the file itself would lose. It
-// returns the paths whose events matter; dirs already watched stay.
-func (k *Keeper) watchFiles(w *fsnotify.Watcher, old map[string]bool) map[string]bool {
+// files by renaming, which a watch on the file itself would lose. watched
+// holds the directories already watched; it returns the paths whose events
+// matter.
+func (k *Keeper) watchFiles(w *fsnotify.Watcher, watched map[string]bool) map[string]bool {
 	files := map[string]bool{}
-	dirs := map[string]bool{}
-	for p := range old {
-		dirs[filepath.Dir(p)] = true
-	}
 	for _, f := range append([]string{k.ignoreFile}, k.resolvConfs...) {
 		for _, p := range linkChain(f) {
 			files[p] = true
 			d := filepath.Dir(p)
-			if dirs[d] {
+			if watched[d] {
 				continue
 			}
-			dirs[d] = true
-			// A missing directory (no systemd-resolved) is no problem: an
-			// address change reloads anyway.
-			if err := w.Add(d); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			// A directory not there yet (no systemd-resolved) is tried
+			// again at the next reload.
+			if err := w.Add(d); err == nil {
+				watched[d] = true
+			} else if !errors.Is(err, fs.ErrNotExist) {
 				k.log("not watching %s: %v", d, err)
 			}
 		}

@@ -55,7 +55,8 @@ func TestKeeperFollowsSymlinks(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := &logtest.Book{}
-	k := newKeeper(filepath.Join(etc, "ignore"), []string{filepath.Join(etc, "resolv.conf")}, nil, rec.Logf)
+	later := filepath.Join(dir, "later") // made after the start, as systemd-resolved's directory may be
+	k := newKeeper(filepath.Join(etc, "ignore"), []string{filepath.Join(etc, "resolv.conf"), filepath.Join(later, "resolv.conf")}, nil, rec.Logf)
 	stop := make(chan struct{})
 	defer close(stop)
 	go k.Watch(stop)
@@ -82,6 +83,17 @@ func TestKeeperFollowsSymlinks(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	replace(t, filepath.Join(other, "ignore"), "198.18.50.4\n")
 	waitRefused(t, k, "198.18.50.4", true)
+
+	// A directory that appears later is watched from the next reload on.
+	if err := os.Mkdir(later, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	replace(t, filepath.Join(later, "resolv.conf"), "nameserver 198.18.60.9\n")
+	replace(t, filepath.Join(other, "ignore"), "198.18.50.5\n")
+	waitRefused(t, k, "198.18.60.9", true)
+	time.Sleep(200 * time.Millisecond)
+	replace(t, filepath.Join(later, "resolv.conf"), "nameserver 198.18.60.10\n")
+	waitRefused(t, k, "198.18.60.10", true)
 }
 
 // TestKeeperMissingIgnoreFile: a missing ignore file is said at start, at
