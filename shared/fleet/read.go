@@ -84,6 +84,10 @@ func checkDecision(subject string, data []byte, ev *event.Event) ([]byte, error)
 	return line, nil
 }
 
+// followQueue bounds the messages received and not yet given to the
+// handler; when it is full the consumer waits, and so does the server.
+const followQueue = 1024
+
 // Follow feeds h the fleet's decisions: first every one still in force
 // (the stream keeps the last of each host, mode and target, while it
 // lasts), then each as it is stored, until ctx ends. self is the
@@ -120,27 +124,51 @@ func Follow(ctx context.Context, nc *nats.Conn, self string, h transport.Handler
 		case <-time.After(time.Second):
 		}
 	}
-	var ev event.Event
+	// The consumer's callback hands each message to one worker, which
+	// calls h.Idle only when none waits, in the client or on the server:
+	// while h carries out a batch the next messages gather, so a stream of
+	// decisions is carried out in batches, one at a time only when they
+	// come one at a time.
+	queue := make(chan jetstream.Msg, followQueue)
+	worked := make(chan struct{})
+	go func() {
+		defer close(worked)
+		var ev event.Event
+		for {
+			var m jetstream.Msg
+			select {
+			case m = <-queue:
+			case <-ctx.Done():
+				return
+			}
+			meta, err := m.Metadata()
+			if err != nil {
+				continue
+			}
+			if m.Headers().Get(HeaderSender) != self {
+				line, err := checkDecision(m.Subject(), m.Data(), &ev)
+				h.Line("NATS "+m.Subject(), int(meta.Sequence.Stream), line, err)
+			}
+			if len(queue) == 0 && meta.NumPending == 0 {
+				h.Idle()
+			}
+		}
+	}()
 	cc, err := cons.Consume(func(m jetstream.Msg) {
-		meta, err := m.Metadata()
-		if err != nil {
-			return
+		select {
+		case queue <- m:
+		case <-ctx.Done():
 		}
-		if m.Headers().Get(HeaderSender) != self {
-			line, err := checkDecision(m.Subject(), m.Data(), &ev)
-			h.Line("NATS "+m.Subject(), int(meta.Sequence.Stream), line, err)
-		}
-		if meta.NumPending == 0 {
-			h.Idle()
-		}
-	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		logf("NATS: following the fleet's decisions: %v", err)
-	}))
+	},
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			logf("NATS: following the fleet's decisions: %v", err)
+		}))
 	if err != nil {
 		return fmt.Errorf("NATS: following the fleet's decisions: %w", err)
 	}
 	logf("NATS: following the fleet's decisions (stream %s)", Stream)
 	<-ctx.Done()
 	cc.Stop()
+	<-worked
 	return nil
 }
