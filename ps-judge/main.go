@@ -5,6 +5,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"sync"
@@ -55,6 +56,18 @@ func run(c *cli.Context) error {
 	host, err := fleet.HostName(&cfg.Fleet)
 	if err != nil {
 		log.Admin("%v: decisions will name no host", err)
+	}
+	// A judge on NATS (topology 2) knows the fleet's members too, so it
+	// never decides against one.
+	if url := natsURL(c); url != "" {
+		nc, err := fleet.Dial(url, &cfg.Fleet, "ps-judge members", func(f string, a ...any) { log.Admin(f, a...) })
+		if err != nil {
+			return stage.Fatal("%v", err)
+		}
+		defer nc.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go fleet.NewMembership(nc, host, nil, keeper.SetMembers, func(f string, a ...any) { log.Admin(f, a...) }).Run(ctx, nil)
 	}
 	j := &judgeStage{
 		host:    host,
@@ -320,4 +333,14 @@ func (j *judgeStage) summary() {
 	if j.adminRefused > 0 {
 		j.log.Security("%d administrative line(s) (unblock) refused from the sensors' input: only the --admin socket takes them", j.adminRefused)
 	}
+}
+
+// natsURL is the NATS server of --listen or --connect, or "".
+func natsURL(c *cli.Context) string {
+	for _, f := range []string{stage.FlagListen, stage.FlagConnect} {
+		if u := c.String(f); fleet.IsURL(u) {
+			return u
+		}
+	}
+	return ""
 }

@@ -88,12 +88,12 @@ func ensureBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyVal
 type Membership struct {
 	nc   *nats.Conn
 	host string
-	own  func() []netip.Addr // this host's addresses, asked again now and then
+	own  func() []netip.Addr // this host's addresses, asked again now and then; nil: watch only
 	set  func(map[netip.Addr]string)
 	logf func(format string, args ...any)
 }
 
-// NewMembership returns a Membership of host.
+// NewMembership returns a Membership of host; with own nil it only watches.
 func NewMembership(nc *nats.Conn, host string, own func() []netip.Addr, set func(map[netip.Addr]string), logf func(format string, args ...any)) *Membership {
 	return &Membership{nc: nc, host: host, own: own, set: set, logf: logf}
 }
@@ -180,6 +180,9 @@ func (m *Membership) watch(ctx context.Context, js jetstream.JetStream, ready fu
 // register puts this host's addresses in the bucket when they differ from
 // what it registered last.
 func (m *Membership) register(ctx context.Context, kv jetstream.KeyValue, last []netip.Addr) ([]netip.Addr, error) {
+	if m.own == nil { // a judge reads the members; only ps-block registers
+		return nil, nil
+	}
 	addrs := m.own()
 	if last != nil && slices.Equal(addrs, last) {
 		return last, nil

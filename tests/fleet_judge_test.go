@@ -1,0 +1,91 @@
+package tests
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/portsentry/pipeline/shared/config"
+	"github.com/portsentry/pipeline/shared/fleet"
+)
+
+// TestFleetCentralJudge runs topology 2 with the real programs and an
+// embedded server on loopback: hit lines published as a sensor does
+// (--connect nats://) reach one ps-judge --listen nats:// --connect
+// nats://, whose decision a member's ps-block --fleet carries out (here
+// into a hosts.deny file of the test's own); a hit from an address a
+// member registered is not decided on at all, since the judge reads the
+// member bucket too.
+func TestFleetCentralJudge(t *testing.T) {
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	defer s.Shutdown()
+	url := s.ClientURL()
+	dir := t.TempDir()
+	deny := writeFile(t, dir, "hosts.deny", "")
+	writeFile(t, dir, "ignore", "")
+	conf := func(host string) string {
+		return advConf(t, dir, host+".conf", map[string]string{
+			"FLEET_HOST": host, "SCAN_TRIGGER": "0", "BLOCK_DURATION": "1h", "NFT_BLOCK": "0",
+			"KILL_HOSTS_DENY": "ALL: $TARGET$", "HOSTS_DENY_FILE": deny,
+			"IGNORE_FILE": filepath.Join(dir, "ignore"), "BLOCKED_FILE": filepath.Join(dir, host+"-blocked"),
+			"HISTORY_FILE": filepath.Join(dir, host+"-history"),
+		})
+	}
+	results, err := os.Create(filepath.Join(dir, "results"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer results.Close()
+	block := exec.Command(bin("ps-block"), "-c", conf("host-b"), "--listen", filepath.Join(dir, "block.sock"), "--fleet", url)
+	block.Stdout = results
+	b := advStart(t, dir, "ps-block", block)
+	b.waitLog(t, "NATS: following the fleet's decisions", 10*time.Second)
+
+	// A member whose address a forged probe will carry.
+	nc, err := fleet.Dial(url, &config.Fleet{}, "test", t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if _, err := nc.Request("$KV."+fleet.Members+".host-z", []byte("198.18.77.7"), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	j := advStart(t, dir, "ps-judge", exec.Command(bin("ps-judge"), "-c", conf("judge"), "--listen", url, "--connect", url))
+	j.waitLog(t, "reading the hit lines of the fleet's sensors", 10*time.Second)
+	j.waitLog(t, "guard (fleet members)", 10*time.Second)
+
+	sensor := fleet.NewCore(nc, fleet.HitSubject("host-s"), t.Logf)
+	for _, src := range []string{"198.18.77.7", "198.18.66.6"} {
+		sensor.Write([]byte(hitLine(src, 21, time.Now())))
+	}
+	sensor.Write([]byte("not a hit\n"))
+	nc.Flush()
+
+	for end := time.Now().Add(15 * time.Second); time.Now().Before(end) && !strings.Contains(strings.Join(advLines(t, deny), "\n"), "198.18.66.6"); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	got := advLines(t, deny)
+	if len(got) != 1 || got[0] != "ALL: 198.18.66.6" {
+		t.Errorf("hosts.deny = %q, want the scanner alone", got)
+	}
+	j.waitLog(t, "ignored: a member of the fleet (host-z)", 5*time.Second)
+	j.waitLog(t, "NATS portsentry.hit.host-s line 3: not a JSON object", 5*time.Second)
+	res, _ := os.ReadFile(filepath.Join(dir, "results"))
+	if !strings.Contains(string(res), `"target":"198.18.66.6","mode":"atcp","action":"hosts.deny","ok":true`) {
+		t.Errorf("no hosts.deny result for the scanner:\n%s", res)
+	}
+	if strings.Contains(string(res), "198.18.77.7") {
+		t.Errorf("the member's forged address reached ps-block:\n%s", res)
+	}
+}
