@@ -190,6 +190,8 @@ BLOCKED_FILE="$work/portsentry.blocked"
 HISTORY_FILE="$work/portsentry.history"
 NFT_TABLE="$TABLE"
 EOF
+# FAST_PATH=0 make demo: the pipeline alone, without the kernel fast path.
+[ -z "${FAST_PATH:-}" ] || echo "FAST_PATH=\"$FAST_PATH\"" >>"$work/portsentry.conf"
 : >"$work/portsentry.ignore"
 chmod 644 "$work/portsentry.conf" "$work/portsentry.ignore"
 mkfifo "$work/hits" "$work/judged" "$work/decisions"
@@ -234,10 +236,12 @@ echo
 sh "$here/demo-report.sh" "$work" table
 cat <<'EOF'
 
-   On its first contact the scanner races the pipeline: nmap sends all 1024
-   probes within milliseconds over a veth link, and what it sent before the
-   block was in place (one probe -> sensor -> judge -> nftables) was answered.
-   From then on it sees nothing at all, not even the daemons on 22 and 80.
+   With the kernel fast path (FAST_PATH, on by default) nftables blocks the
+   scanner from its first probe, before any process runs. Without it
+   (FAST_PATH=0 make demo) the scanner races the pipeline: nmap sends all
+   1024 probes within milliseconds over a veth link, and what it sent before
+   the block was in place (probe -> sensor -> judge -> nftables) is answered.
+   Either way, from then on it sees nothing, not even the daemons on 22 and 80.
 EOF
 
 say "ps-judge's decisions"
