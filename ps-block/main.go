@@ -36,7 +36,8 @@ func main() {
 			&cli.BoolFlag{Name: "dry-run", Usage: "print what would be done and change nothing"},
 			&cli.StringFlag{Name: "fleet", Usage: "join the fleet on the NATS server `URL` (nats://HOST:PORT or tls://HOST:PORT): publish this host's decisions, apply every member's that this host's guard allows, and register this host's addresses so that no member blocks them"},
 		),
-		Action: run,
+		Action:   run,
+		Commands: commands(),
 	}
 	stage.Main(app)
 }
@@ -63,6 +64,14 @@ func run(c *cli.Context) error {
 		return err
 	}
 	defer closeNFT()
+	if !dry {
+		// After the start checks, which create the records' directory.
+		lock, err := lockRecords(cfg)
+		if err != nil {
+			return stage.Fatal("%v", err)
+		}
+		defer lock.Close()
+	}
 
 	keeper := guard.NewKeeper(cfg.IgnoreFile, cfg.ProtectAddresses, log.Admin)
 	stop := make(chan struct{})

@@ -165,14 +165,21 @@ func Main(app *cli.App) {
 	}
 	app.Flags = append(app.Flags, &cli.BoolFlag{Name: flagVersion, Usage: "print the version and exit"})
 	app.HideVersion = true     // the flag above: cli's own would print on standard error, with "-v"
-	app.HideHelpCommand = true // no subcommands: "help" is not one either
+	app.HideHelpCommand = true // "help" is not a subcommand: --help is
 	app.Writer = os.Stderr
 	app.OnUsageError = func(_ *cli.Context, err error, _ bool) error {
 		return usageError(app, "%v%s", err, flagHint(app, err))
 	}
-	// None of the programs takes an argument: a stray word is a mistake.
+	// Subcommands (administration) print on standard output: an
+	// administrator reads them, no stage does.
+	for _, cmd := range app.Commands {
+		cmd.HideHelpCommand = true
+		cmd.OnUsageError = app.OnUsageError
+	}
+	// A stage takes no argument: a stray word that names no subcommand is
+	// a mistake.
 	app.Before = func(c *cli.Context) error {
-		if c.NArg() > 0 {
+		if c.NArg() > 0 && app.Command(c.Args().First()) == nil {
 			return usageError(app, "unexpected argument %q", c.Args().First())
 		}
 		return nil
