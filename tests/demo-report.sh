@@ -6,7 +6,7 @@
 # NAME.answers, the protected host's answers the kernel counted on their
 # way out ("synack N" and "rst N" lines). Prints the table, or a few lines
 # saying what the scanner learnt with and without the pipeline, or both.
-# POSIX sh and awk only (Debian's default awk is mawk): tests/demo_test.go
+# POSIX sh and awk only (Debian's default awk is mawk): tests/newuser_test.go
 # runs it under mawk on saved scans.
 set -eu
 dir=$1 part=${2:-both}

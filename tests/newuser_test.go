@@ -1,5 +1,8 @@
 package tests
 
+// What a new user meets first: make demo's report under Debian's awk, make
+// with Debian's Go, a Debian 1.2 configuration under the shipped unit.
+
 import (
 	"os"
 	"os/exec"
@@ -71,5 +74,29 @@ func TestDebianHostsDenyReadOnlyEtc(t *testing.T) {
 	want := "line 4: KILL_HOSTS_DENY: hostsdeny: open /etc/hosts.deny: read-only file system"
 	if !strings.Contains(string(out), want) {
 		t.Errorf("no %q in:\n%s", want, out)
+	}
+}
+
+// TestMakeOldGo: make with Debian 12's Go (1.19, which cannot read go.mod)
+// says what is wrong and where the README says how to get Go, instead of
+// Go 1.19's error about go.mod. A script answering `go env GOVERSION` as
+// that Go stands in for it.
+func TestMakeOldGo(t *testing.T) {
+	if _, err := exec.LookPath("make"); err != nil {
+		netlab.SkipOrFail(t, "no make: %v", err)
+	}
+	fake := filepath.Join(t.TempDir(), "go")
+	script := "#!/bin/sh\n[ \"$1 $2\" = \"env GOVERSION\" ] && echo go1.19.8 && exit 0\necho \"fake go: $*\" >&2; exit 1\n"
+	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("make", "-s", "-C", "..", "bin/ps-judge", "GO="+fake)
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("make with Go 1.19 succeeded:\n%s", out)
+	}
+	want := "make: Go 1.19.8 is too old: this project needs Go 1.26 (go.mod), which Go 1.21 or later fetches by itself; README.md, Quick start, says how to get it"
+	if !strings.Contains(string(out), want) || strings.Contains(string(out), "fake go:") {
+		t.Errorf("make's output:\n%s\nwant %q and no build attempted", out, want)
 	}
 }
