@@ -92,8 +92,13 @@ func run(c *cli.Context) error {
 	bc.Log = log
 	outFailed := make(chan error, 1)
 	bc.OutFailed = func(err error) { outFailed <- err }
-	// The one gate of every act: it asks the guard in force at that moment.
-	bc.Gate = gate.New(func(a netip.Addr) string { return keeper.Current().Refuse(a) })
+	// The one gate of every act: it asks the guard in force at that moment
+	// (and says again, at most once a minute, that the ignore file is
+	// missing while it is).
+	bc.Gate = gate.New(func(a netip.Addr) string {
+		keeper.Remind(time.Now())
+		return keeper.Current().Refuse(a)
+	})
 	b := blocker.New(bc)
 	b.Restore()
 	// After the restore, so that blocks the kernel made while ps-block
