@@ -113,7 +113,11 @@ func bindAll(b binder, proto event.Proto, ports []uint16, logf func(string, ...a
 			break
 		}
 		if err != nil {
-			logf("ERROR: could not bind %s socket: %d (%v). Attempting to continue", proto.Upper(), p, err)
+			hint := ""
+			if errors.Is(err, unix.EACCES) {
+				hint = ": ports below 1024 need root or the CAP_NET_BIND_SERVICE capability"
+			}
+			logf("ERROR: could not bind %s socket: %d (%v%s). Attempting to continue", proto.Upper(), p, err, hint)
 			continue
 		}
 		logf("Going into listen mode on %s port: %d", proto.Upper(), p)
