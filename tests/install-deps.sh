@@ -11,7 +11,7 @@ need=()
 for pair in nmap:nmap hping3:hping3 masscan:masscan nft:nftables iptables:iptables tcpdump:tcpdump \
             iperf3:iperf3 fail2ban-regex:fail2ban ip:iproute2 ping:iputils-ping make:make git:git \
             jq:jq logrotate:logrotate tcpdmatch:tcpd systemd-analyze:systemd python3:python3 setpriv:util-linux \
-            mawk:mawk logwatch:logwatch; do
+            mawk:mawk logwatch:logwatch groff:groff-base man:man-db; do
   cmd=${pair%%:*} pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done

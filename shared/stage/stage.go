@@ -152,6 +152,9 @@ func Main(app *cli.App) {
 			fmt.Printf("%s %s\n", app.Name, Version())
 			return nil
 		}
+		if c.Bool(flagMan) {
+			return printMan(app)
+		}
 		err := action(c)
 		// Lines the output could not deliver make the exit status 1, once
 		// the program has said everything else (closing again is a no-op
@@ -163,7 +166,10 @@ func Main(app *cli.App) {
 		}
 		return err
 	}
-	app.Flags = append(app.Flags, &cli.BoolFlag{Name: flagVersion, Usage: "print the version and exit"})
+	app.Flags = append(app.Flags, &cli.BoolFlag{Name: flagVersion, Usage: "print the version and exit"},
+		// The Makefile renders the manual page from the app itself, so the
+		// page never drifts from the flags.
+		&cli.BoolFlag{Name: flagMan, Hidden: true})
 	app.HideVersion = true     // the flag above: cli's own would print on standard error, with "-v"
 	app.HideHelpCommand = true // "help" is not a subcommand: --help is
 	app.Writer = os.Stderr
@@ -196,7 +202,10 @@ func Main(app *cli.App) {
 	}
 }
 
-const flagVersion = "version"
+const (
+	flagVersion = "version"
+	flagMan     = "man"
+)
 
 // exitUsage is the status of a usage error, as for most Unix commands.
 const exitUsage = 2
