@@ -162,6 +162,7 @@ type Blocker struct {
 	endLines     int       // lines in the until file
 	restoring    bool      // inside Restore: the files are compacted at its end
 	evicting     bool      // lifting for BLOCK_MAX: per-host lines are rate limited
+	putBack      [2]int    // at start: elements, hosts.deny lines put back
 	ages         stampHeap // starts of entries, the oldest first (BLOCK_MAX)
 	bucket       *ratelimit.Bucket
 	nftReady     bool

@@ -254,6 +254,12 @@ func (b *Blocker) Restore() {
 		}
 	}
 	b.reapply(reapply)
+	if n := b.putBack[0]; n > 0 {
+		b.cfg.Log.Admin("restored %d element(s) missing from the nftables sets", n)
+	}
+	if n := b.putBack[1]; n > 0 {
+		b.cfg.Log.Admin("restored %d line(s) missing from %s", n, b.cfg.HostsDeny.Path())
+	}
 	b.cfg.Log.Admin("restored %d record(s) (blocks, runs, alerts) from %s.<mode>: %d block(s) in force, %d ended meanwhile, %d refused by the guard, %d over BLOCK_MAX lifted",
 		len(b.state), b.cfg.BlockedFile, inForce, len(ended), len(refused), evicted)
 	for len(ended) > 0 {
@@ -352,8 +358,20 @@ func (b *Blocker) restoreEnds() {
 	}
 }
 
+// listMax is the most records for which Restore reads the kernel's sets:
+// the kernel dumps a set's elements in rounds that each walk the set from
+// its start, so a dump grows with the square of its size (200,000
+// elements: 32 s; 1,000,000: more than 10 minutes, measured). Past it every
+// block is added again instead, in chunks, which leaves an element already
+// there as it is.
+const listMax = 20_000
+
 // restoreInKernel marks the records whose host is in the kernel's sets.
 func (b *Blocker) restoreInKernel() {
+	if len(b.state) > listMax {
+		b.cfg.Log.Admin("nftables: %d records: every block is added to the sets again rather than the sets read (a dump of a large set takes minutes)", len(b.state))
+		return
+	}
 	els, err := b.cfg.NFT.List()
 	if err != nil {
 		b.cfg.Log.Admin("%s", nftReadProblem(err, b.cfg.DryRun))
@@ -481,7 +499,7 @@ func (b *Blocker) reapply(ps []*pending) {
 		if err := b.cfg.NFT.Flush(); err != nil {
 			b.cfg.Log.Admin("restoring %d element(s): %v", len(nftMissing), err)
 		} else {
-			b.cfg.Log.Admin("restored %d element(s) missing from the nftables sets", len(nftMissing))
+			b.putBack[0] += len(nftMissing)
 			for _, p := range nftMissing {
 				if e, ok := b.get(p.k); ok {
 					e.inKernel = true
@@ -497,7 +515,7 @@ func (b *Blocker) reapply(ps []*pending) {
 		if _, err := b.cfg.HostsDeny.Flush(); err != nil {
 			b.cfg.Log.Admin("restoring hosts.deny lines: %v", err)
 		} else {
-			b.cfg.Log.Admin("restored %d line(s) missing from %s", len(hdMissing), b.cfg.HostsDeny.Path())
+			b.putBack[1] += len(hdMissing)
 		}
 	}
 }
