@@ -301,3 +301,27 @@ func TestLiftLargeFileLazily(t *testing.T) {
 		t.Error("the blocked file was not compacted at start")
 	}
 }
+
+// A dry run over files holding more than BLOCK_MAX says what it would lift
+// and changes no file.
+func TestBlockMaxDryRunWritesNothing(t *testing.T) {
+	r := newRig(t, nil)
+	for i := 1; i <= 4; i++ {
+		r.feed(block(fmt.Sprintf("198.18.0.%d", i), "tcp", 21, ""))
+		r.now = r.now.Add(time.Second)
+	}
+	before, _ := os.ReadFile(r.b.cfg.BlockedFile + ".tcp")
+	beforeEnds, _ := os.ReadFile(r.b.cfg.BlockedFile + untilSuffix)
+	r2 := r.restart(func(c *Config) { c.BlockMax, c.DryRun = 2, true })
+	if res := strings.Join(r2.results(t), "\n"); !strings.Contains(res, "would") {
+		t.Errorf("results:\n%s", res)
+	}
+	after, _ := os.ReadFile(r.b.cfg.BlockedFile + ".tcp")
+	afterEnds, _ := os.ReadFile(r.b.cfg.BlockedFile + untilSuffix)
+	if !bytes.Equal(before, after) || !bytes.Equal(beforeEnds, afterEnds) {
+		t.Errorf("a dry run changed the files:\n%s\n%s", after, afterEnds)
+	}
+	if len(*r2.c) != 0 {
+		t.Errorf("a dry run acted: %q", *r2.c)
+	}
+}

@@ -152,6 +152,9 @@ func (b *Blocker) dropLines(m event.Mode, n int) {
 // compactLines rewrites mode m's blocked file with the lines of records in
 // force only, the first for each host.
 func (b *Blocker) compactLines(m event.Mode) {
+	if b.cfg.BlockedFile == "" || b.cfg.DryRun {
+		return
+	}
 	seen := map[skey]bool{}
 	kept := 0
 	_, err := blockfile.Keep(b.cfg.BlockedFile+"."+m.String(), func(l blockfile.Line) bool {
