@@ -33,6 +33,7 @@ import (
 	"regexp"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/portsentry/pipeline/ps-block/gate"
 	"github.com/portsentry/pipeline/ps-block/macro"
@@ -128,11 +129,10 @@ type File struct {
 	stamp   fileStamp             // identifies the version read, to skip a re-read
 	pending []pendingLine
 	queued  map[netip.Addr]bool
-	// old is the file a rewrite replaced, kept open until the next edit: a
-	// writer that opened it just before the rename may still append to it,
-	// and those bytes are carried over then.
-	old     *os.File
-	oldSize int64
+	// olds are the versions rewrites replaced, each kept open for
+	// oldKeep: a writer that opened one just before the rename may still
+	// append to it, and each edit carries that over.
+	olds []oldVersion
 	// Carried counts the bytes carried over from a replaced version (for
 	// the log and tests).
 	Carried int64
@@ -383,7 +383,7 @@ func (f *File) rewrite(drop map[string]int) (int, error) {
 
 // rewriteFrom makes the new version from fd and renames it over the file
 // unless the file changed meanwhile (done false). On success fd is kept as
-// f.old, so that bytes appended to it late are carried over.
+// one of f.olds, so that bytes appended to it late are carried over.
 func (f *File) rewriteFrom(fd *os.File, drop map[string]int) (removed int, done bool, err error) {
 	before, err := fd.Stat()
 	if err != nil {
@@ -451,37 +451,48 @@ func (f *File) rewriteFrom(fd *os.File, drop map[string]int) (removed int, done 
 	return removed, true, nil
 }
 
-// retire keeps fd, the version just replaced, open until the next
-// rewrite: a writer that opened it just before the rename may append to it
-// later, and each edit under the lock carries that over.
+// oldVersion is a replaced version of the file, still open.
+type oldVersion struct {
+	fd    *os.File
+	size  int64 // what of it was read, or carried over since
+	until time.Time
+}
+
+// oldKeep is how long a replaced version is watched for late appends: far
+// longer than any writer holds the file open between its open and its write.
+const oldKeep = 5 * time.Second
+
+// retire keeps fd, the version just replaced, open for oldKeep: a writer
+// that opened it just before the rename may append to it later, and each
+// edit under the lock carries that over.
 func (f *File) retire(fd *os.File, size int64) {
-	f.carryOver()
-	if f.old != nil {
-		f.old.Close()
-	}
-	f.old, f.oldSize = fd, size
+	f.olds = append(f.olds, oldVersion{fd: fd, size: size, until: time.Now().Add(oldKeep)})
 	f.carryOver()
 }
 
-// carryOver appends to the file what was appended to the replaced version
-// after it was read. Called under the lock.
+// carryOver appends to the file what was appended to each replaced version
+// after it was read, and lets go of those watched long enough. Called under
+// the lock.
 func (f *File) carryOver() {
-	if f.old == nil {
-		return
+	now := time.Now()
+	kept := f.olds[:0]
+	for _, o := range f.olds {
+		if fi, err := o.fd.Stat(); err == nil && fi.Size() > o.size {
+			late := make([]byte, fi.Size()-o.size)
+			if _, err := o.fd.ReadAt(late, o.size); err == nil && f.append(late) == nil {
+				f.Carried += int64(len(late))
+				o.size = fi.Size()
+				f.stamp = fileStamp{} // foreign lines came in: index them again
+			}
+		}
+		if now.Before(o.until) {
+			kept = append(kept, o)
+		} else {
+			o.fd.Close()
+		}
 	}
-	fi, err := f.old.Stat()
-	if err != nil || fi.Size() <= f.oldSize {
-		return
-	}
-	late := make([]byte, fi.Size()-f.oldSize)
-	if _, err := f.old.ReadAt(late, f.oldSize); err != nil {
-		return
-	}
-	if f.append(late) == nil {
-		f.Carried += int64(len(late))
-		f.oldSize = fi.Size()
-		f.stamp = fileStamp{} // foreign lines came in: index them again
-	}
+	clear(f.olds[len(kept):])
+	f.olds = kept
 }
 
 // lock takes the lock file beside the file; the returned function releases
