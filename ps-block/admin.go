@@ -51,6 +51,7 @@ func commands() []*cli.Command {
 				&cli.IntFlag{Name: "n", Usage: "show only the last `N` lines (0: all)"}},
 			Action: historyCmd,
 		},
+		checkCommand(),
 	}
 }
 

@@ -5,6 +5,7 @@
 package main
 
 import (
+	"errors"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -185,7 +186,8 @@ func drain(b *blocker.Blocker, log *alert.Logger, sigs <-chan os.Signal) {
 }
 
 // actions builds the configured actions. A malformed command is a
-// configuration error, reported before any decision is read.
+// configuration error, reported before any decision is read; every one is
+// said, with what the start checks find (ps-block check shows them all).
 func actions(cfg *config.Config, dry bool, log *alert.Logger) (blocker.Config, func(), error) {
 	bc := blocker.Config{
 		RunCmdFirst: cfg.KillRunCmdFirst,
@@ -205,7 +207,7 @@ func actions(cfg *config.Config, dry bool, log *alert.Logger) (blocker.Config, f
 		Runner:   command.Exec{Timeout: cfg.CommandTimeout},
 	}
 	closeNFT := func() {}
-	var err error
+	var errs []error
 	for _, c := range []struct {
 		key, val string
 		dst      **command.Command
@@ -218,24 +220,27 @@ func actions(cfg *config.Config, dry bool, log *alert.Logger) (blocker.Config, f
 		if c.val == "" {
 			continue
 		}
-		if *c.dst, err = c.parse(c.key, c.val); err != nil {
-			return bc, closeNFT, cfg.KeyError(c.key, err)
+		cmd, err := c.parse(c.key, c.val)
+		if err != nil {
+			errs = append(errs, cfg.KeyError(c.key, err))
+			continue
 		}
+		*c.dst = cmd
 	}
 	if cfg.KillHostsDeny != "" {
-		tmpl, err := hostsdeny.NewTemplate(cfg.KillHostsDeny)
-		if err != nil {
-			return bc, closeNFT, cfg.KeyError("KILL_HOSTS_DENY", err)
+		if tmpl, err := hostsdeny.NewTemplate(cfg.KillHostsDeny); err != nil {
+			errs = append(errs, cfg.KeyError("KILL_HOSTS_DENY", err))
+		} else {
+			path := cfg.HostsDenyFile
+			if path == "" {
+				path = hostsdeny.DefaultPath
+			}
+			record := ""
+			if cfg.BlockedFile != "" {
+				record = cfg.BlockedFile + hostsdeny.RecordSuffix
+			}
+			bc.HostsDeny = hostsdeny.New(path, record, tmpl)
 		}
-		path := cfg.HostsDenyFile
-		if path == "" {
-			path = hostsdeny.DefaultPath
-		}
-		record := ""
-		if cfg.BlockedFile != "" {
-			record = cfg.BlockedFile + hostsdeny.RecordSuffix
-		}
-		bc.HostsDeny = hostsdeny.New(path, record, tmpl)
 	}
 	if cfg.NFTBlock {
 		if conn, err := nft.Open(0); err != nil {
@@ -247,9 +252,10 @@ func actions(cfg *config.Config, dry bool, log *alert.Logger) (blocker.Config, f
 			bc.NFT = nft.New(conn, nft.Config{Table: cfg.NFTTable, Forward: cfg.NFTForward}, time.Now)
 		}
 	}
-	if err := startChecks(cfg, bc, log); err != nil {
+	errs = append(errs, startChecks(cfg, bc, log)...)
+	if len(errs) > 0 {
 		closeNFT()
-		return bc, func() {}, err
+		return bc, func() {}, errors.Join(errs...)
 	}
 	return bc, closeNFT, nil
 }

@@ -156,6 +156,9 @@ func Parse(r io.Reader, name string, warn func(string)) (*Config, error) {
 	c := Default()
 	c.Source = name
 	seen := map[string]int{}
+	// Every malformed value is said, not only the first: an administrator
+	// fixes them all in one pass (ps-block check).
+	var errs []error
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 4096), 64*1024)
 	n := 0
@@ -163,7 +166,8 @@ func Parse(r io.Reader, name string, warn func(string)) (*Config, error) {
 		n++
 		key, val, ok, err := splitLine(sc.Text())
 		if err != nil {
-			return nil, &Error{File: name, Line: n, Key: key, Err: err}
+			errs = append(errs, &Error{File: name, Line: n, Key: key, Err: err})
+			continue
 		}
 		if !ok {
 			continue
@@ -180,7 +184,7 @@ func Parse(r io.Reader, name string, warn func(string)) (*Config, error) {
 			continue
 		}
 		if err := set(c, val); err != nil {
-			return nil, &Error{File: name, Line: n, Key: key, Err: err}
+			errs = append(errs, &Error{File: name, Line: n, Key: key, Err: err})
 		}
 	}
 	if err := sc.Err(); err != nil {
@@ -188,8 +192,12 @@ func Parse(r io.Reader, name string, warn func(string)) (*Config, error) {
 	}
 	for key, line := range seen {
 		if err := checkMacros(c, key); err != nil {
-			return nil, &Error{File: name, Line: line, Key: key, Err: err}
+			errs = append(errs, &Error{File: name, Line: line, Key: key, Err: err})
 		}
+	}
+	if len(errs) > 0 {
+		slices.SortFunc(errs, func(a, b error) int { return a.(*Error).Line - b.(*Error).Line })
+		return nil, errors.Join(errs...)
 	}
 	c.lines = seen
 	return c, nil
