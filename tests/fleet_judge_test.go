@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/portsentry/pipeline/shared/config"
 	"github.com/portsentry/pipeline/shared/fleet"
+	"github.com/portsentry/pipeline/shared/fleet/natstest"
 )
 
 // TestFleetCentralJudge runs topology 2 with the real programs and an
@@ -21,16 +21,7 @@ import (
 // member registered is not decided on at all, since the judge reads the
 // member bucket too.
 func TestFleetCentralJudge(t *testing.T) {
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
-	defer s.Shutdown()
-	url := s.ClientURL()
+	url := natstest.Run(t, t.TempDir(), -1, nil).ClientURL()
 	dir := t.TempDir()
 	deny := writeFile(t, dir, "hosts.deny", "")
 	writeFile(t, dir, "ignore", "")

@@ -290,25 +290,18 @@ func TestFleet(t *testing.T) {
 	}
 	// Each applied once: in host b's history and blocked file once each,
 	// and never said added to the set twice.
-	var hist, blocked []string
-	for _, line := range advLines(t, filepath.Join(l.dir, "host-b", "history")) {
-		bl, err := blockfile.Parse(line)
-		if err != nil {
-			t.Errorf("host b history %q: %v", line, err)
-			continue
+	for _, file := range []string{"history", "blocked.atcp"} {
+		var hosts []string
+		for _, line := range advLines(t, filepath.Join(l.dir, "host-b", file)) {
+			bl, err := blockfile.Parse(line)
+			if err != nil {
+				t.Errorf("host b %s %q: %v", file, line, err)
+				continue
+			}
+			hosts = append(hosts, bl.Addr.String())
 		}
-		hist = append(hist, bl.Addr.String())
+		advCheckOnce(t, "host b's "+file, hosts, all)
 	}
-	for _, line := range advLines(t, filepath.Join(l.dir, "host-b", "blocked.atcp")) {
-		bl, err := blockfile.Parse(line)
-		if err != nil {
-			t.Errorf("host b blocked.atcp %q: %v", line, err)
-			continue
-		}
-		blocked = append(blocked, bl.Addr.String())
-	}
-	advCheckOnce(t, "host b's history", hist, all)
-	advCheckOnce(t, "host b's blocked.atcp", blocked, all)
 	added := map[netip.Addr]int{}
 	for _, r := range l.results(t, "host-b") {
 		if r.Action == "nft" && r.OK && strings.HasPrefix(r.Detail, "added") {

@@ -14,22 +14,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/portsentry/pipeline/shared/config"
 	"github.com/portsentry/pipeline/shared/event"
+	"github.com/portsentry/pipeline/shared/fleet/natstest"
 )
 
 // runServer starts an embedded JetStream server on port (-1: any), keeping
 // its store in dir, and stops it at the end of the test.
 func runServer(t *testing.T, dir string, port int) *server.Server {
-	t.Helper()
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("embedded NATS server not ready")
-	}
-	t.Cleanup(s.Shutdown)
-	return s
+	return natstest.Run(t, dir, port, nil)
 }
 
 func dial(t *testing.T, s *server.Server) *nats.Conn {
