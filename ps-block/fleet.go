@@ -14,7 +14,7 @@ import (
 
 // member is this ps-block's part in the fleet (--fleet): it publishes the
 // decisions of its own input, follows every member's, which reach the
-// blocker as input lines and so pass its one gate like any other, and
+// blocker as input lines of origin "fleet" and so pass its one gate, and
 // registers this host's addresses so that no member blocks them.
 type member struct {
 	transport.Handler // the blocker: own input is carried out here
