@@ -211,7 +211,7 @@ func TestAdvHostileLines(t *testing.T) {
 					continue
 				}
 				for _, h := range hs {
-					if a := advUnmapped(h.guard); a != "" && (strings.Contains(l, "block "+a+":") || strings.Contains(l, "host: "+a+"/"+a+" ")) {
+					if a := advUnmapped(h.guard); a != "" && (strings.Contains(l, "block "+a+":") || strings.Contains(strings.ToLower(l), "host: "+a+"/"+a+" ")) {
 						refusals[a]++
 						break
 					}
