@@ -170,7 +170,7 @@ func (f *File) Load() error {
 // read-only file system (a systemd unit's ProtectSystem), or in a directory
 // where the new version cannot be written.
 func (f *File) Check() error {
-	fd, err := f.open(os.O_WRONLY | os.O_APPEND)
+	fd, _, err := f.open(os.O_WRONLY | os.O_APPEND)
 	if err != nil {
 		return err
 	}
@@ -276,15 +276,11 @@ func (f *File) Flush() ([]netip.Addr, error) {
 // append writes text at the end of the file in one write, after a newline
 // if the file lacks its last one.
 func (f *File) append(text []byte) error {
-	fd, err := f.open(os.O_RDWR | os.O_APPEND)
+	fd, fi, err := f.open(os.O_RDWR | os.O_APPEND)
 	if err != nil {
 		return err
 	}
 	defer fd.Close()
-	fi, err := fd.Stat()
-	if err != nil {
-		return fmt.Errorf("hostsdeny: %w", err)
-	}
 	if size := fi.Size(); size > 0 {
 		last := make([]byte, 1)
 		if _, err := fd.ReadAt(last, size-1); err != nil {
@@ -365,11 +361,11 @@ const maxRetries = 8
 // copy is made again; what was appended is carried over.
 func (f *File) rewrite(drop map[string]int) (int, error) {
 	for try := 0; try < maxRetries; try++ {
-		fd, err := f.open(os.O_RDONLY)
+		fd, before, err := f.open(os.O_RDONLY)
 		if err != nil {
 			return 0, err
 		}
-		removed, done, err := f.rewriteFrom(fd, drop)
+		removed, done, err := f.rewriteFrom(fd, before, drop)
 		if err != nil || done {
 			if !done {
 				fd.Close()
@@ -384,11 +380,7 @@ func (f *File) rewrite(drop map[string]int) (int, error) {
 // rewriteFrom makes the new version from fd and renames it over the file
 // unless the file changed meanwhile (done false). On success fd is kept as
 // one of f.olds, so that bytes appended to it late are carried over.
-func (f *File) rewriteFrom(fd *os.File, drop map[string]int) (removed int, done bool, err error) {
-	before, err := fd.Stat()
-	if err != nil {
-		return 0, false, fmt.Errorf("hostsdeny: %w", err)
-	}
+func (f *File) rewriteFrom(fd *os.File, before fs.FileInfo, drop map[string]int) (removed int, done bool, err error) {
 	w, err := recfile.Create(f.path, before.Mode().Perm())
 	if err != nil {
 		return 0, false, fmt.Errorf("hostsdeny: %w", err)
@@ -514,13 +506,13 @@ func (f *File) lock() (func(), error) {
 
 // open opens the file, refusing a missing file, a symlink, anything but a
 // regular file, and a file that is read-only.
-func (f *File) open(flag int) (*os.File, error) {
+func (f *File) open(flag int) (*os.File, fs.FileInfo, error) {
 	fd, err := recfile.OpenShared(f.path, flag)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("hostsdeny: %s does not exist (create it to enable KILL_HOSTS_DENY)", f.path)
+		return nil, nil, fmt.Errorf("hostsdeny: %s does not exist (create it to enable KILL_HOSTS_DENY)", f.path)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("hostsdeny: %w", err)
+		return nil, nil, fmt.Errorf("hostsdeny: %w", err)
 	}
 	fi, err := fd.Stat()
 	if err == nil && fi.Mode().Perm()&0o222 == 0 {
@@ -528,23 +520,19 @@ func (f *File) open(flag int) (*os.File, error) {
 	}
 	if err != nil {
 		fd.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	return fd, nil
+	return fd, fi, nil
 }
 
 // scan reads the file unless it is unchanged since the last read, indexing
 // the hosts this template's lines name, a line at a time.
 func (f *File) scan() error {
-	fd, err := f.open(os.O_RDONLY)
+	fd, fi, err := f.open(os.O_RDONLY)
 	if err != nil {
 		return err
 	}
 	defer fd.Close()
-	fi, err := fd.Stat()
-	if err != nil {
-		return fmt.Errorf("hostsdeny: %w", err)
-	}
 	if st := stampOf(fi); f.present != nil && st == f.stamp {
 		return nil
 	}
