@@ -59,6 +59,9 @@ func run(c *cli.Context) error {
 		return stage.Fatal("%v", err)
 	}
 	defer log.Close()
+	if fleet.IsURL(c.String(stage.FlagListen)) {
+		return stage.Fatal("--listen %s: ps-block reads the fleet's decisions with --fleet, beside its own input", c.String(stage.FlagListen))
+	}
 	dry := c.Bool("dry-run")
 	bc, closeNFT, err := actions(cfg, dry, log)
 	if err != nil {
