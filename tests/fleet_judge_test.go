@@ -63,8 +63,13 @@ func TestFleetCentralJudge(t *testing.T) {
 	sensor.Write([]byte("not a hit\n"))
 	nc.Flush()
 
-	for end := time.Now().Add(15 * time.Second); time.Now().Before(end) && !strings.Contains(strings.Join(advLines(t, deny), "\n"), "198.18.66.6"); {
-		time.Sleep(50 * time.Millisecond)
+	// The result line follows the action: wait for it.
+	resultFile := filepath.Join(dir, "results")
+	const want = `"target":"198.18.66.6","mode":"atcp","action":"hosts.deny","ok":true`
+	for end := time.Now().Add(15 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if res, _ := os.ReadFile(resultFile); strings.Contains(string(res), want) {
+			break
+		}
 	}
 	got := advLines(t, deny)
 	if len(got) != 1 || got[0] != "ALL: 198.18.66.6" {
@@ -72,8 +77,8 @@ func TestFleetCentralJudge(t *testing.T) {
 	}
 	j.waitLog(t, "ignored: a member of the fleet (host-z)", 5*time.Second)
 	j.waitLog(t, "NATS portsentry.hit.host-s line 3: not a JSON object", 5*time.Second)
-	res, _ := os.ReadFile(filepath.Join(dir, "results"))
-	if !strings.Contains(string(res), `"target":"198.18.66.6","mode":"atcp","action":"hosts.deny","ok":true`) {
+	res, _ := os.ReadFile(resultFile)
+	if !strings.Contains(string(res), want) {
 		t.Errorf("no hosts.deny result for the scanner:\n%s", res)
 	}
 	if strings.Contains(string(res), "198.18.77.7") {
