@@ -410,6 +410,8 @@ func (b *Blocker) lift(keys []key, why string) {
 		live = append(live, liftee{k, e})
 		b.forget(k)
 	}
+	// Their heap items are stale now; a heap never holds many of them.
+	b.compactHeaps()
 	if b.cfg.BlockedFile != "" && !b.cfg.DryRun && !b.restoring {
 		// The until file says at once that they ended; the blocked files
 		// drop their lines now or, when large, once half are stale.

@@ -325,3 +325,24 @@ func TestBlockMaxDryRunWritesNothing(t *testing.T) {
 		t.Errorf("a dry run acted: %q", *r2.c)
 	}
 }
+
+// Blocks lifted before their end (BLOCK_MAX, unblock) leave no lasting
+// items in the heap of ends: a long churn under BLOCK_MAX keeps it near
+// the records in force.
+func TestHeapsStayBounded(t *testing.T) {
+	r := newRig(t, func(c *Config) {
+		c.BlockMax = 100
+		c.NFT, c.HostsDeny, c.Route, c.Unroute, c.RunCmd = nil, nil, nil, nil, nil
+	})
+	r.b.cfg.RunCmd, _ = command.Parse("KILL_RUN_CMD", "true $TARGET$")
+	for i := range 5000 {
+		r.feed(block(netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}).String(), "tcp", 21, "2026-11-25T14:00:00Z"))
+		r.now = r.now.Add(time.Second)
+	}
+	if n := len(r.b.state); n != 100 {
+		t.Errorf("%d records in force, want 100", n)
+	}
+	if l, a := len(r.b.lifts), len(r.b.ages); l > 2*100+1024 || a > 2*100+1024 {
+		t.Errorf("heaps of %d ends and %d ages for 100 records", l, a)
+	}
+}

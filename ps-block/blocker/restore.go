@@ -100,10 +100,10 @@ func (b *Blocker) appendEnds(ends []endLine) {
 }
 
 // compactMin is how many lines a record file may hold beyond what is in
-// force before it is rewritten: small files are kept exact, large ones
-// rewritten when half their lines are stale, so each lift costs a constant
-// share of a rewrite, not a rewrite.
-const compactMin = 4096
+// force before it is rewritten: a file of at most this many lines is kept
+// exact, a larger one rewritten once half its lines are stale, so that each
+// lift costs a constant share of a rewrite (with its fsync), not a rewrite.
+const compactMin = 64
 
 // rewriteEnds replaces the until file with the records in force, a line
 // at a time.
