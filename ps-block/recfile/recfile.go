@@ -66,19 +66,32 @@ func open(path string, flag int, owned bool) (*os.File, error) {
 }
 
 // Check says why fi, the file at path, must not hold ps-block's records:
-// not a regular file, owned by another user than ps-block's, or writable
-// by group or others. nil: it may.
+// not a regular file, owned by another user than ps-block's (or than the
+// owner of its directory, who could replace it anyway: root reading the
+// records of a ps-block that runs as its own user), or writable by group
+// or others. nil: it may.
 func Check(path string, fi fs.FileInfo) error {
 	if !fi.Mode().IsRegular() {
 		return fmt.Errorf("%s is not a regular file (%s): refusing it", path, fileType(fi.Mode()))
 	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
-		return fmt.Errorf("%s is owned by uid %d, not by ps-block's user (uid %d): refusing it (chown it, or remove it if you did not put it there)", path, st.Uid, os.Geteuid())
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() && !ownsDir(path, st.Uid) {
+		return fmt.Errorf("%s is owned by uid %d, not by ps-block's user (uid %d) nor by its directory's owner: refusing it (chown it, or remove it if you did not put it there)", path, st.Uid, os.Geteuid())
 	}
 	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
 		return fmt.Errorf("%s is writable by group or others (mode %04o): refusing it (chmod go-w)", path, perm)
 	}
 	return nil
+}
+
+// ownsDir reports whether uid owns path's directory and nobody else may
+// write in it.
+func ownsDir(path string, uid uint32) bool {
+	fi, err := os.Stat(filepath.Dir(path))
+	if err != nil || fi.Mode().Perm()&0o022 != 0 {
+		return false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && st.Uid == uid
 }
 
 func fileType(m fs.FileMode) string {

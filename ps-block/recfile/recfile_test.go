@@ -61,6 +61,25 @@ func TestOpenRefuses(t *testing.T) {
 	} else {
 		t.Log("not root: the other user's file is not tested")
 	}
+	if canChown {
+		// ps-block running as its own user keeps its records in a directory
+		// of its own; root (an administrator's ps-block list) may read them.
+		own := filepath.Join(dir, "own")
+		if err := os.Mkdir(own, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		kept := filepath.Join(own, "blocked.tcp")
+		if err := os.WriteFile(kept, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		os.Chown(own, 65534, 65534)
+		os.Chown(kept, 65534, 65534)
+		tests = append(tests, struct {
+			name, path string
+			flag       int
+			want       string
+		}{"its directory owner's", kept, os.O_RDONLY, ""})
+	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			done := make(chan error, 1)
