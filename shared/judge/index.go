@@ -58,22 +58,25 @@ func (x *index) get(k key, hosts []host) int32 {
 	return slot
 }
 
-// put records that k, not yet present, is in slot.
-func (x *index) put(k key, slot int32, hosts []host) {
+// put records that k, not yet present and of hash h, is in slot.
+func (x *index) put(k key, h uint32, slot int32, hosts []host) {
 	if 2*(x.n+1) > len(x.slots) {
-		x.grow(hosts)
+		x.grow()
 	}
-	h := x.hash(&k)
 	_, pos := x.find(&k, h, hosts)
 	x.slots[pos] = entry{slot + 1, h}
 	x.n++
 }
 
-// del forgets k, which must be present.
-func (x *index) del(k key, hosts []host) {
-	slot, pos := x.find(&k, x.hash(&k), hosts)
-	if slot < 0 {
-		return
+// del forgets the entry of slot, whose key hashes to h. It is found by its
+// slot number: no key is read or hashed, so forgetting a host touches the
+// index only.
+func (x *index) del(slot int32, h uint32) {
+	pos := h & x.mask
+	for ; x.slots[pos].slot != slot+1; pos = (pos + 1) & x.mask {
+		if x.slots[pos].slot == 0 {
+			return
+		}
 	}
 	x.slots[pos] = entry{}
 	x.n--
@@ -88,7 +91,12 @@ func (x *index) del(k key, hosts []host) {
 	}
 }
 
-func (x *index) grow(hosts []host) {
+// touch reads the index where h's run starts and returns what it read:
+// Observe calls it for the host it will forget before it looks up the new
+// one, so that the two cache misses overlap instead of following each other.
+func (x *index) touch(h uint32) uint32 { return x.slots[h&x.mask].hash }
+
+func (x *index) grow() {
 	old := x.slots
 	x.slots = make([]entry, 2*len(old))
 	x.mask = uint32(len(x.slots) - 1)

@@ -29,14 +29,14 @@ func TestIndexAgainstMap(t *testing.T) {
 		}
 		switch {
 		case present && rng.IntN(2) == 0:
-			x.del(k, hosts)
+			x.del(slot, x.hash(&k))
 			delete(want, k)
 			free = append(free, slot)
 		case !present:
 			s := free[len(free)-1]
 			free = free[:len(free)-1]
 			hosts[s].key = k
-			x.put(k, s, hosts)
+			x.put(k, x.hash(&k), s, hosts)
 			want[k] = s
 		}
 		if x.n != len(want) {

@@ -90,7 +90,8 @@ func keyOf(a netip.Addr, m event.Mode) key { return key{a.As16(), m} }
 // host is one remembered (address, mode). Hosts live in one slice linked in
 // least-recently-seen order, so memory is one allocation for MaxHosts.
 type host struct {
-	key key
+	key  key
+	hash uint32 // the index's hash of key, for forgetting the host
 	// The window of the hits counted, unix nanoseconds; last also moves
 	// on with the hits of a decided host, for Expire.
 	first, last int64
@@ -113,6 +114,9 @@ type Trigger struct {
 	head, tail int32 // most and least recently seen
 	free       int32 // first unused slot, -1 when all are used
 	evicted    uint64
+	// touched keeps what index.touch read, so that the compiler keeps
+	// the read; its value means nothing.
+	touched uint32
 }
 
 // preallocHosts is how many hosts' room is made at once: the default
@@ -138,9 +142,15 @@ func (t *Trigger) Stats() (hosts int, evicted uint64) { return t.index.n, t.evic
 func (t *Trigger) Observe(h *event.Event, v *Verdict) {
 	now := h.Time.UnixNano()
 	k := keyOf(h.Src, h.Mode)
-	i := t.index.get(k, t.hosts)
+	hk := t.index.hash(&k)
+	if t.free < 0 && len(t.hosts) >= t.s.MaxHosts {
+		// Full: a new host will forget the least recently seen one,
+		// whose place in the index is read now, alongside k's.
+		t.touched ^= t.index.touch(t.hosts[t.tail].hash)
+	}
+	i, _ := t.index.find(&k, hk, t.hosts)
 	if i < 0 {
-		i = t.insert(k)
+		i = t.insert(k, hk)
 	} else {
 		t.unlink(i)
 		t.pushFront(i)
@@ -249,9 +259,9 @@ func (t *Trigger) Forget(a netip.Addr, m event.Mode) {
 	}
 }
 
-// insert makes room for k, reusing a free slot, growing the slice, or
+// insert makes room for k, of hash hk, reusing a free slot, growing the slice, or
 // forgetting the least recently seen host when the table is full.
-func (t *Trigger) insert(k key) int32 {
+func (t *Trigger) insert(k key, hk uint32) int32 {
 	var i int32
 	switch {
 	case t.free >= 0:
@@ -264,18 +274,18 @@ func (t *Trigger) insert(k key) int32 {
 		i = t.tail
 		t.evicted++
 		t.unlink(i)
-		t.index.del(t.hosts[i].key, t.hosts)
+		t.index.del(i, t.hosts[i].hash)
 	}
 	ports := t.hosts[i].ports[:0]
-	t.hosts[i] = host{key: k, ports: ports}
-	t.index.put(k, i, t.hosts)
+	t.hosts[i] = host{key: k, hash: hk, ports: ports}
+	t.index.put(k, hk, i, t.hosts)
 	t.pushFront(i)
 	return i
 }
 
 func (t *Trigger) remove(i int32) {
 	t.unlink(i)
-	t.index.del(t.hosts[i].key, t.hosts)
+	t.index.del(i, t.hosts[i].hash)
 	t.hosts[i] = host{ports: t.hosts[i].ports[:0], next: t.free}
 	t.free = i
 }
