@@ -19,6 +19,7 @@ import (
 type member struct {
 	transport.Handler // the blocker: own input is carried out here
 	out               *fleet.Outbox
+	dry               bool // --dry-run: follow only; publish and register nothing
 	stop              context.CancelFunc
 	done              chan struct{}
 }
@@ -26,7 +27,7 @@ type member struct {
 // joinFleet connects to url and starts following the fleet once the
 // guard knows the members already registered: a decision about a member
 // that arrives first would meet a guard that does not know it yet.
-func joinFleet(url string, cfg *config.Config, b *blocker.Blocker, keeper *guard.Keeper, log *alert.Logger) (*member, error) {
+func joinFleet(url string, cfg *config.Config, b *blocker.Blocker, keeper *guard.Keeper, dry bool, log *alert.Logger) (*member, error) {
 	logf := func(f string, a ...any) { log.Admin(f, a...) }
 	host, err := fleet.HostName(&cfg.Fleet)
 	if err != nil {
@@ -42,7 +43,7 @@ func joinFleet(url string, cfg *config.Config, b *blocker.Blocker, keeper *guard
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	m := &member{Handler: b, out: out, stop: cancel, done: make(chan struct{})}
+	m := &member{Handler: b, out: out, dry: dry, stop: cancel, done: make(chan struct{})}
 	own := func() []netip.Addr {
 		sys, err := guard.Discover(guard.ResolvConf)
 		if err != nil {
@@ -50,6 +51,9 @@ func joinFleet(url string, cfg *config.Config, b *blocker.Blocker, keeper *guard
 			return fleet.MemberAddrs(nil, cfg.Fleet.Addresses)
 		}
 		return fleet.MemberAddrs(sys.Own, cfg.Fleet.Addresses)
+	}
+	if dry {
+		own = nil // a dry run changes nothing, in the bucket neither
 	}
 	ready := make(chan struct{})
 	go fleet.NewMembership(nc, host, own, keeper.SetMembers, logf).Run(ctx, ready)
@@ -64,7 +68,11 @@ func joinFleet(url string, cfg *config.Config, b *blocker.Blocker, keeper *guard
 			logf("%v", err)
 		}
 	}()
-	log.Admin("fleet member %s on %s: publishing this host's decisions, applying every member's that this host's guard allows", host, url)
+	if dry {
+		log.Admin("fleet member %s on %s, dry run: following the fleet's decisions, publishing and registering nothing", host, url)
+	} else {
+		log.Admin("fleet member %s on %s: publishing this host's decisions, applying every member's that this host's guard allows", host, url)
+	}
 	return m, nil
 }
 
@@ -72,7 +80,7 @@ func joinFleet(url string, cfg *config.Config, b *blocker.Blocker, keeper *guard
 // the fleet when it is a block, run or unblock. The receiving members'
 // gates judge it with their own guards.
 func (m *member) Line(origin string, n int, data []byte, err error) {
-	if err == nil {
+	if err == nil && !m.dry {
 		m.out.Add(data)
 	}
 	m.Handler.Line(origin, n, data, err)

@@ -138,7 +138,7 @@ func run(c *cli.Context) error {
 	defer signal.Stop(sigs)
 	var input transport.Handler = b
 	if url := c.String("fleet"); url != "" {
-		m, err := joinFleet(url, cfg, b, keeper, log)
+		m, err := joinFleet(url, cfg, b, keeper, dry, log)
 		if err != nil {
 			return stage.Fatal("--fleet: %v", err)
 		}

@@ -1,6 +1,8 @@
 package tests
 
 import (
+	"context"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -8,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/portsentry/pipeline/shared/config"
 	"github.com/portsentry/pipeline/shared/fleet"
 	"github.com/portsentry/pipeline/shared/fleet/natstest"
@@ -83,5 +86,69 @@ func TestFleetCentralJudge(t *testing.T) {
 	}
 	if strings.Contains(string(res), "198.18.77.7") {
 		t.Errorf("the member's forged address reached ps-block:\n%s", res)
+	}
+}
+
+// TestFleetDryRun: ps-block --dry-run --fleet changes nothing anywhere: it
+// says what it would do with its own decision, but publishes no decision
+// and registers no address.
+func TestFleetDryRun(t *testing.T) {
+	url := natstest.Run(t, t.TempDir(), -1, nil).ClientURL()
+	dir := t.TempDir()
+	writeFile(t, dir, "ignore", "")
+	writeFile(t, dir, "hosts.deny", "")
+	conf := advConf(t, dir, "p.conf", map[string]string{"FLEET_HOST": "host-d", "NFT_BLOCK": "0",
+		"KILL_HOSTS_DENY": "ALL: $TARGET$", "HOSTS_DENY_FILE": filepath.Join(dir, "hosts.deny"), "IGNORE_FILE": filepath.Join(dir, "ignore"),
+		"BLOCKED_FILE": filepath.Join(dir, "blocked"), "HISTORY_FILE": filepath.Join(dir, "history")})
+	results, err := os.Create(filepath.Join(dir, "results"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer results.Close()
+	sock := filepath.Join(dir, "block.sock")
+	cmd := exec.Command(bin("ps-block"), "-c", conf, "--dry-run", "--listen", sock, "--fleet", url)
+	cmd.Stdout = results
+	b := advStart(t, dir, "ps-block", cmd)
+	b.waitLog(t, "NATS: following the fleet's decisions", 10*time.Second)
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte(advDecision("block", "198.18.88.8", 21))); err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if res, _ := os.ReadFile(filepath.Join(dir, "results")); strings.Contains(string(res), "dry run: would add") {
+			break
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // a publication would be stored by now
+	nc, err := fleet.Dial(url, &config.Fleet{}, "test", t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	st, err := js.Stream(ctx, fleet.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := st.CachedInfo().State.Msgs; n != 0 {
+		t.Errorf("a dry run published %d decision(s)", n)
+	}
+	kv, err := js.KeyValue(ctx, fleet.Members)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, err := kv.Get(ctx, "host-d"); err == nil {
+		t.Errorf("a dry run registered its addresses: %q", e.Value())
+	}
+	if res, _ := os.ReadFile(filepath.Join(dir, "results")); !strings.Contains(string(res), "dry run: would add") {
+		t.Errorf("no dry-run result:\n%s", res)
 	}
 }
