@@ -9,7 +9,7 @@ FUZZTIME       ?= 60s
 
 export CGO_ENABLED := 0
 
-.PHONY: all build deps test unit lint fuzz fuzz-short bench replay demo clean gocheck man install uninstall
+.PHONY: all build deps test unit lint fuzz fuzz-short bench replay demo clean gocheck man install uninstall deb
 
 all: build
 
@@ -148,3 +148,22 @@ uninstall:
 	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
 	rm -rf $(DESTDIR)$(DOCDIR)
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+
+# A Debian package of `make install` with PREFIX=/usr, built with dpkg-deb
+# alone: conffiles for everything under /etc, the maintainer scripts of
+# contrib/debian (users and directories at configure, units disabled at
+# remove, state removed at purge). Its version sorts above Debian's 1.2.
+DEB_VERSION ?= 2.0~git$(shell git rev-list --count HEAD 2>/dev/null || echo 0).$(subst -,.,$(VERSION))
+DEB_ARCH    ?= $(shell dpkg --print-architecture)
+DEB         := bin/portsentry_$(DEB_VERSION)_$(DEB_ARCH).deb
+
+deb:
+	rm -rf bin/deb bin/portsentry_*.deb
+	$(MAKE) install DESTDIR=$(CURDIR)/bin/deb PREFIX=/usr
+	gzip -9n bin/deb/usr/share/man/man*/*
+	$(INSTALL) -d bin/deb/DEBIAN
+	$(INSTALL) -m 0755 contrib/debian/postinst contrib/debian/prerm contrib/debian/postrm bin/deb/DEBIAN/
+	cd bin/deb && find etc -type f | sed 's|^|/|' | sort > DEBIAN/conffiles
+	sed -e 's|@VERSION@|$(DEB_VERSION)|' -e 's|@ARCH@|$(DEB_ARCH)|' \
+		-e "s|@SIZE@|$$(du -sk --exclude=DEBIAN bin/deb | cut -f1)|" contrib/debian/control > bin/deb/DEBIAN/control
+	dpkg-deb --root-owner-group -Zgzip --build bin/deb $(DEB)

@@ -214,23 +214,25 @@ func TestContribUnitsWiring(t *testing.T) {
 	}
 }
 
-// TestContribUnitsVerify runs systemd-analyze verify on the units (with the
-// programs' paths pointed at the freshly built ones) and checks that
-// systemd's own exposure score stays low.
-func TestContribUnitsVerify(t *testing.T) {
-	if _, err := exec.LookPath("systemd-analyze"); err != nil {
-		netlab.SkipOrFail(t, "no systemd-analyze (Debian package systemd): %v", err)
-	}
+// contribVerify runs systemd-analyze verify on the units in units (every
+// .service and .target) with the programs' directory sbin rewritten to
+// programs, and fails on any complaint. It returns the directory of the
+// rewritten units.
+func contribVerify(t *testing.T, units, sbin, programs string) string {
+	t.Helper()
 	dir := t.TempDir()
-	files, _ := filepath.Glob(filepath.Join(contribUnits, "*.service"))
-	targets, _ := filepath.Glob(filepath.Join(contribUnits, "*.target"))
+	files, _ := filepath.Glob(filepath.Join(units, "*.service"))
+	targets, _ := filepath.Glob(filepath.Join(units, "*.target"))
+	if len(files) == 0 || len(targets) == 0 {
+		t.Fatalf("no units in %s", units)
+	}
 	var names []string
 	for _, f := range append(files, targets...) {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
 		}
-		b = bytes.ReplaceAll(b, []byte("/usr/local/sbin/"), []byte(binDir+"/"))
+		b = bytes.ReplaceAll(b, []byte(sbin), []byte(programs))
 		name := filepath.Join(dir, filepath.Base(f))
 		if err := os.WriteFile(name, b, 0o644); err != nil {
 			t.Fatal(err)
@@ -242,6 +244,17 @@ func TestContribUnitsVerify(t *testing.T) {
 	if err != nil || len(bytes.TrimSpace(out)) > 0 {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
 	}
+	return dir
+}
+
+// TestContribUnitsVerify runs systemd-analyze verify on the units (with the
+// programs' paths pointed at the freshly built ones) and checks that
+// systemd's own exposure score stays low.
+func TestContribUnitsVerify(t *testing.T) {
+	if _, err := exec.LookPath("systemd-analyze"); err != nil {
+		netlab.SkipOrFail(t, "no systemd-analyze (Debian package systemd): %v", err)
+	}
+	dir := contribVerify(t, contribUnits, "/usr/local/sbin/", binDir+"/")
 	exposure := regexp.MustCompile(`Overall exposure level for \S+: ([0-9.]+)`)
 	for _, s := range contribServices {
 		out, err := exec.Command("systemd-analyze", "security", "--offline=yes", filepath.Join(dir, s)).CombinedOutput()

@@ -7,12 +7,15 @@ package tests
 import (
 	"bytes"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/portsentry/pipeline/shared/config"
@@ -109,10 +112,23 @@ func TestPackageManPages(t *testing.T) {
 // with their modes.
 func packageFiles(t *testing.T, root string) map[string]fs.FileMode {
 	t.Helper()
+	return packageWalk(t, root, false)
+}
+
+// packageWalk lists what is under root (directories too with dirs), but
+// dpkg's database, relative, with modes.
+func packageWalk(t *testing.T, root string, dirs bool) map[string]fs.FileMode {
+	t.Helper()
 	files := map[string]fs.FileMode{}
 	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
+		if err != nil || path == root {
 			return err
+		}
+		if path == filepath.Join(root, "var/lib/dpkg") {
+			return fs.SkipDir
+		}
+		if d.IsDir() && !dirs {
+			return nil
 		}
 		fi, err := d.Info()
 		if err != nil {
@@ -139,14 +155,15 @@ func packageMake(t *testing.T, args ...string) string {
 }
 
 // packageInstalled is what `make install` puts under PREFIX (sbin, units'
-// directory and so on are relative to it) and /etc.
-func packageInstalled(prefix string) []string {
+// directory and so on are relative to it) and /etc; the manual pages' names
+// end in manSuffix (".gz" in the package).
+func packageInstalled(prefix, manSuffix string) []string {
 	var want []string
 	for _, p := range packagePrograms {
-		want = append(want, prefix+"/sbin/"+p, prefix+"/share/man/man8/"+p+".8", prefix+"/lib/systemd/system/"+p+".service")
+		want = append(want, prefix+"/sbin/"+p, prefix+"/share/man/man8/"+p+".8"+manSuffix, prefix+"/lib/systemd/system/"+p+".service")
 	}
 	want = append(want,
-		prefix+"/share/man/man5/portsentry.conf.5",
+		prefix+"/share/man/man5/portsentry.conf.5"+manSuffix,
 		prefix+"/lib/systemd/system/portsentry.target",
 		prefix+"/lib/sysusers.d/portsentry.conf",
 		prefix+"/lib/tmpfiles.d/portsentry.conf",
@@ -197,14 +214,8 @@ func TestPackageMakeInstall(t *testing.T) {
 			root := t.TempDir()
 			packageMake(t, "install", "DESTDIR="+root, "PREFIX="+prefix)
 			files := packageFiles(t, root)
-			got := slices.Sorted(func(yield func(string) bool) {
-				for f := range files {
-					if !yield(f) {
-						return
-					}
-				}
-			})
-			if want := packageInstalled(prefix); !slices.Equal(got, want) {
+			got := slices.Sorted(maps.Keys(files))
+			if want := packageInstalled(prefix, ""); !slices.Equal(got, want) {
 				t.Fatalf("installed files:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 			}
 			for f, mode := range files {
@@ -238,5 +249,172 @@ func TestPackageMakeInstall(t *testing.T) {
 				t.Errorf("after uninstall: %v, want only the configuration", left)
 			}
 		})
+	}
+}
+
+// packageUsers are the users and groups the package creates (those of
+// contrib/systemd/portsentry.sysusers).
+var packageUsers = map[string][]string{
+	"passwd": {"portsentry-block", "portsentry-judge", "portsentry-sensor"},
+	"group":  {"portsentry-block", "portsentry-judge", "portsentry-sensor", "portsentry-hits", "portsentry-decisions"},
+}
+
+// packageID is the numeric id of name in root's /etc/passwd or /etc/group.
+func packageID(t *testing.T, root, db, name string) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(root, "etc", db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Split(l, ":")
+		if len(f) > 3 && f[0] == name {
+			id, err := strconv.Atoi(f[2])
+			if err != nil {
+				t.Fatalf("%s: %q", db, l)
+			}
+			return id
+		}
+	}
+	t.Fatalf("no %s in %s's %s", name, root, db)
+	return -1
+}
+
+// TestPackageDeb builds the Debian package with `make deb` and installs it
+// with dpkg into a scratch root (dpkg --root, the maintainer scripts run
+// with DPKG_ROOT, as for any foreign root): the files, the conffiles, the
+// users and directories the postinst creates, systemd-analyze verify on the
+// installed units running the installed programs, an administrator's
+// configuration kept on reinstall, enable links removed with the package,
+// and after dpkg -r only the configuration and the state, after dpkg -P
+// nothing but the user database.
+func TestPackageDeb(t *testing.T) {
+	packageNeed(t, "make", "git", "dpkg", "dpkg-deb", "dpkg-query", "systemd-sysusers", "systemd-tmpfiles", "systemd-analyze", "systemctl")
+	if os.Geteuid() != 0 {
+		netlab.SkipOrFail(t, "installing a package, even into a scratch root, sets owners: root needed")
+	}
+	packageMake(t, "deb")
+	debs, _ := filepath.Glob("../bin/portsentry_*.deb")
+	if len(debs) != 1 {
+		t.Fatalf("make deb made %v", debs)
+	}
+	deb := debs[0]
+
+	root := t.TempDir()
+	for _, d := range []string{"var/lib/dpkg/info", "var/lib/dpkg/updates", "etc/systemd/system", "run"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, filepath.Join(root, "var/lib/dpkg"), "status", "")
+	before := packageWalk(t, root, true)
+	dpkg := func(args ...string) string {
+		t.Helper()
+		// systemd is a dependency the scratch root lacks: the host's runs
+		// the scripts.
+		cmd := exec.Command("dpkg", append([]string{"--root=" + root, "--force-script-chrootless", "--force-depends", "--force-confold"}, args...)...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("dpkg %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	dpkg("-i", deb)
+
+	// The files: exactly those of make install with PREFIX=/usr.
+	var got []string
+	for f := range packageFiles(t, root) {
+		if strings.HasPrefix(f, "/usr/") || strings.HasPrefix(f, "/etc/portsentry/") || strings.HasPrefix(f, "/etc/logrotate.d/") {
+			got = append(got, f)
+		}
+	}
+	slices.Sort(got)
+	if want := packageInstalled("/usr", ".gz"); !slices.Equal(got, want) {
+		t.Errorf("installed files:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	packageCheckUnits(t, root, "/usr")
+	conffiles, err := exec.Command("dpkg-query", "--root="+root, "-W", "-f=${Conffiles}", "portsentry").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []string{"/etc/portsentry/portsentry.conf", "/etc/portsentry/portsentry.ignore", "/etc/logrotate.d/portsentry"} {
+		if !strings.Contains(string(conffiles), " "+c+" ") {
+			t.Errorf("%s is not a conffile: %q", c, conffiles)
+		}
+	}
+
+	// The users, and the directories with the units' owners and modes.
+	for db, names := range packageUsers {
+		for _, n := range names {
+			packageID(t, root, db, n)
+		}
+	}
+	block, decisions := packageID(t, root, "passwd", "portsentry-block"), packageID(t, root, "group", "portsentry-decisions")
+	for _, d := range []struct {
+		path string
+		mode fs.FileMode
+	}{{"var/lib/portsentry", 0o755}, {"run/portsentry", 0o771 | fs.ModeSticky}} {
+		fi, err := os.Stat(filepath.Join(root, d.path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if fi.Mode()&(fs.ModePerm|fs.ModeSticky) != d.mode || int(st.Uid) != block || int(st.Gid) != decisions {
+			t.Errorf("/%s: %v %d:%d, want %v %d:%d", d.path, fi.Mode(), st.Uid, st.Gid, d.mode, block, decisions)
+		}
+	}
+
+	contribVerify(t, filepath.Join(root, "usr/lib/systemd/system"), "/usr/sbin/", filepath.Join(root, "usr/sbin")+"/")
+	out, err := exec.Command(filepath.Join(root, "usr/sbin/ps-block"), "--version").Output()
+	if err != nil || !strings.HasPrefix(string(out), "ps-block ") {
+		t.Errorf("installed ps-block --version: %v %q", err, out)
+	}
+
+	// An administrator's configuration survives a reinstall.
+	conf := filepath.Join(root, "etc/portsentry/portsentry.conf")
+	mine := "SCAN_TRIGGER=\"3\"\n"
+	if err := os.WriteFile(conf, []byte(mine), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dpkg("-i", deb)
+	if b, _ := os.ReadFile(conf); string(b) != mine {
+		t.Errorf("reinstalling replaced the administrator's configuration: %q", b)
+	}
+
+	// Enabled units are disabled with the package; dpkg -r leaves the
+	// configuration and the state only.
+	if out, err := exec.Command("systemctl", "--root="+root, "enable", "portsentry.target", "ps-sniff.service").CombinedOutput(); err != nil {
+		t.Fatalf("systemctl enable: %v\n%s", err, out)
+	}
+	if _, err := os.Lstat(filepath.Join(root, "etc/systemd/system/portsentry.target.wants/ps-sniff.service")); err != nil {
+		t.Fatalf("systemctl enable made no link: %v", err)
+	}
+	dpkg("-r", "portsentry")
+	userDB := []string{"/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow", "/etc/.pwd.lock", "/etc"}
+	var stray []string
+	for f := range packageWalk(t, root, true) {
+		_, known := before[f]
+		if !known && !slices.Contains(userDB, f) && !strings.HasPrefix(f, "/etc/portsentry") && !strings.HasPrefix(f, "/etc/logrotate.d") &&
+			!strings.HasPrefix(f, "/var/lib/portsentry") && !strings.HasPrefix(f, "/run") {
+			stray = append(stray, f)
+		}
+	}
+	if len(stray) > 0 {
+		t.Errorf("after dpkg -r: %v", stray)
+	}
+	if _, err := os.Stat(conf); err != nil {
+		t.Errorf("dpkg -r removed the configuration: %v", err)
+	}
+
+	dpkg("-P", "portsentry")
+	stray = nil
+	for f := range packageWalk(t, root, true) {
+		if _, known := before[f]; !known && !slices.Contains(userDB, f) {
+			stray = append(stray, f)
+		}
+	}
+	slices.Sort(stray)
+	if len(stray) > 0 {
+		t.Errorf("after dpkg -P: %v", stray)
 	}
 }
