@@ -187,7 +187,8 @@ type judgeStage struct {
 	ev      event.Event
 	verdict judge.Verdict
 	buf     []byte
-	failed  chan error // the first output failure; input stops mattering then
+	enc     event.Encoder // the decisions' writer
+	failed  chan error    // the first output failure; input stops mattering then
 	dead    bool
 
 	// Since the last Idle: decisions were written, and one left at once.
@@ -282,7 +283,7 @@ func (j *judgeStage) write(e *event.Event) {
 	if e.Host == "" {
 		e.Host = j.host
 	}
-	j.buf = event.Append(j.buf[:0], e)
+	j.buf = j.enc.Append(j.buf[:0], e)
 	if err := j.out.Write(j.buf); err != nil {
 		j.fail(err)
 		return

@@ -38,18 +38,23 @@ func decodeInto(e *Event, line []byte) error {
 	if len(line) >= MaxLine {
 		return fmt.Errorf("line too long: %d bytes, at most %d", len(line)+1, MaxLine)
 	}
-	if bytes.IndexByte(line, 0) >= 0 {
-		return errors.New("line contains a NUL byte")
-	}
-	if !utf8.Valid(line) {
-		return errors.New("line is not valid UTF-8")
-	}
 	var f fields
+	// The fast path takes only printable ASCII in its strings and nothing
+	// else outside JSON's own syntax, so a line it took holds no NUL byte
+	// and is valid UTF-8: those checks are for the other lines, and come
+	// before the verdict of the fast path so that they say the same.
 	ok, err := scanFlat(line, &f)
-	if err != nil {
-		return err
-	}
 	if !ok {
+		if bytes.IndexByte(line, 0) >= 0 {
+			return errors.New("line contains a NUL byte")
+		}
+		if !utf8.Valid(line) {
+			return errors.New("line is not valid UTF-8")
+		}
+		if err != nil {
+			return err
+		}
+		f = fields{}
 		if err := scanGeneric(line, &f); err != nil {
 			return err
 		}
@@ -246,7 +251,9 @@ func scanFlat(b []byte, f *fields) (bool, error) {
 }
 
 // flatString reads the string starting at the quote b[i]. ok is false when it
-// holds an escape or a control character, which the general parser judges.
+// holds an escape, a control character or a byte above 0x7f (UTF-8, which
+// decodeInto checks only for the lines the fast path leaves), which the
+// general parser judges.
 func flatString(b []byte, i int) (s []byte, next int, ok bool) {
 	j := i + 1
 	// Eight bytes at a time while none of them stops the scan.
@@ -268,18 +275,21 @@ func flatString(b []byte, i int) (s []byte, next int, ok bool) {
 }
 
 // stopBytes flags (in its high bit) each byte of x that is a quote, a
-// backslash or below 0x20. Only the lowest flag is exact (a borrow may flag
+// backslash, below 0x20 or above 0x7f. Only the lowest flag is exact (a borrow may flag
 // a byte above it), which is all flatString needs.
 func stopBytes(x uint64) uint64 {
 	const ones, highs = 0x0101010101010101, 0x8080808080808080
 	quote, backslash := x^(ones*'"'), x^(ones*'\\')
-	return ((quote-ones)&^quote | (backslash-ones)&^backslash | (x-ones*0x20)&^x) & highs
+	return ((quote-ones)&^quote | (backslash-ones)&^backslash | (x-ones*0x20)&^x | x) & highs
 }
 
 // stringStop marks the bytes that end the fast scan of a string: its closing
-// quote, an escape, or a control character.
+// quote, an escape, a control character, or a byte outside ASCII.
 var stringStop = func() (t [256]bool) {
 	for c := 0; c < 0x20; c++ {
+		t[c] = true
+	}
+	for c := 0x80; c < 0x100; c++ {
 		t[c] = true
 	}
 	t['"'], t['\\'] = true, true

@@ -14,10 +14,28 @@ const maxDetail = 1024
 // Append appends e as one event line, newline included, to dst. Only the
 // fields of e's kind are written.
 func Append(dst []byte, e *Event) []byte {
+	var c Encoder
+	return c.Append(dst, e)
+}
+
+// Encoder is Append for a stage that writes many lines: it keeps the text
+// of the last second it wrote (date and clock) of each time field, which
+// the next lines of a flood share. The zero Encoder is ready.
+type Encoder struct{ time, until clock }
+
+// clock is the text of one second.
+type clock struct {
+	sec  int64 // unix seconds of text, when set
+	set  bool
+	text [len("2006-01-02T15:04:05")]byte
+}
+
+// Append is the package's Append.
+func (c *Encoder) Append(dst []byte, e *Event) []byte {
 	dst = append(dst, `{"v":1,"kind":"`...)
 	dst = append(dst, e.Kind.String()...)
 	dst = append(dst, `","time":"`...)
-	dst = appendTime(dst, e.Time)
+	dst = c.time.appendTime(dst, e.Time)
 	dst = append(dst, '"')
 	switch e.Kind {
 	case KindHit:
@@ -58,7 +76,7 @@ func Append(dst []byte, e *Event) []byte {
 			dst = appendInt(dst, "hits", e.Hits)
 			if !e.Until.IsZero() {
 				dst = append(dst, `,"until":"`...)
-				dst = appendTime(dst, e.Until)
+				dst = c.until.appendTime(dst, e.Until)
 				dst = append(dst, '"')
 			}
 		}
@@ -72,11 +90,33 @@ func Encode(e *Event) []byte { return Append(make([]byte, 0, 256), e) }
 // appendTime writes t as RFC 3339 in UTC with the nanoseconds there are
 // (time.RFC3339Nano's form), digit by digit: the layout interpreter of
 // AppendFormat was a tenth of a decision's cost.
-func appendTime(dst []byte, t time.Time) []byte {
+func (c *clock) appendTime(dst []byte, t time.Time) []byte {
 	unix := t.Unix()
 	if unix < 0 || unix >= maxUnix {
 		return t.UTC().AppendFormat(dst, time.RFC3339Nano)
 	}
+	if c.set && unix == c.sec {
+		dst = append(dst, c.text[:]...)
+	} else {
+		start := len(dst)
+		dst = appendClock(dst, unix)
+		c.sec, c.set = unix, true
+		copy(c.text[:], dst[start:])
+	}
+	if ns := t.Nanosecond(); ns != 0 {
+		width := 9
+		for ns%10 == 0 {
+			ns /= 10
+			width--
+		}
+		dst = append(dst, '.')
+		dst = appendDigits(dst, ns, width)
+	}
+	return append(dst, 'Z')
+}
+
+// appendClock writes unix, 0 <= unix < maxUnix, as YYYY-MM-DDTHH:MM:SS.
+func appendClock(dst []byte, unix int64) []byte {
 	y, mo, d := civilFromDays(unix / 86400)
 	h, mi, sec := int(unix%86400/3600), int(unix%3600/60), int(unix%60)
 	dst = appendDigits(dst, y, 4)
@@ -89,17 +129,7 @@ func appendTime(dst []byte, t time.Time) []byte {
 	dst = append(dst, ':')
 	dst = appendDigits(dst, mi, 2)
 	dst = append(dst, ':')
-	dst = appendDigits(dst, sec, 2)
-	if ns := t.Nanosecond(); ns != 0 {
-		width := 9
-		for ns%10 == 0 {
-			ns /= 10
-			width--
-		}
-		dst = append(dst, '.')
-		dst = appendDigits(dst, ns, width)
-	}
-	return append(dst, 'Z')
+	return appendDigits(dst, sec, 2)
 }
 
 // maxUnix is 10000-01-01T00:00:00Z: appendTime writes four-digit years.

@@ -90,7 +90,8 @@ func FuzzTime(f *testing.F) {
 }
 
 // FuzzAppendTime checks the digit-by-digit time writer against the
-// standard library's RFC3339Nano.
+// standard library's RFC3339Nano, alone and through a clock that wrote
+// a time in the same second, or in another, just before.
 func FuzzAppendTime(f *testing.F) {
 	for _, v := range []int64{0, 1, 1_000_000_000, 1_764_000_000_123_456_789, 7_258_118_399_999_999_999, -1} {
 		f.Add(v/1e9, v%1e9)
@@ -99,9 +100,16 @@ func FuzzAppendTime(f *testing.F) {
 	f.Add(int64(951782400), int64(0)) // 2000-02-29
 	f.Fuzz(func(t *testing.T, sec, ns int64) {
 		tm := time.Unix(sec, ns)
-		got, want := string(appendTime(nil, tm)), tm.UTC().Format(time.RFC3339Nano)
+		got, want := string(new(clock).appendTime(nil, tm)), tm.UTC().Format(time.RFC3339Nano)
 		if got != want {
 			t.Fatalf("%d.%09d: %s, want %s", sec, ns, got, want)
+		}
+		for _, before := range []time.Time{tm.Truncate(time.Second), tm.Add(-time.Second), tm.Add(time.Second)} {
+			var c clock
+			c.appendTime(nil, before)
+			if got := string(c.appendTime(nil, tm)); got != want {
+				t.Fatalf("%d.%09d after %v: %s, want %s", sec, ns, before, got, want)
+			}
 		}
 	})
 }
