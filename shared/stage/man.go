@@ -43,7 +43,8 @@ the sockets joining the stages under the systemd units:
 .I /var/lib/portsentry/
 ps-block's state: the blocked files and the history.
 .SH EXIT STATUS
-0 on success, 1 on an error (said on standard error with the program's name), 2 on a usage error.
+0 on success, 1 on an error (said on standard error with the program's name), 2 on a usage error;
+a command above may say more of its own.
 .SH SEE ALSO
 .BR portsentry.conf (5),
 .BR ps-listen (8),
