@@ -20,6 +20,7 @@ import (
 	"github.com/portsentry/pipeline/shared/config"
 	"github.com/portsentry/pipeline/shared/event"
 	"github.com/portsentry/pipeline/shared/guard"
+	"github.com/portsentry/pipeline/shared/metrics"
 	"github.com/portsentry/pipeline/shared/stage"
 	"github.com/urfave/cli/v2"
 )
@@ -52,6 +53,7 @@ func commands() []*cli.Command {
 			Action: historyCmd,
 		},
 		checkCommand(),
+		metrics.StatsCommand("ps-block"),
 	}
 }
 

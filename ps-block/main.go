@@ -23,6 +23,7 @@ import (
 	"github.com/portsentry/pipeline/shared/event"
 	"github.com/portsentry/pipeline/shared/fleet"
 	"github.com/portsentry/pipeline/shared/guard"
+	"github.com/portsentry/pipeline/shared/metrics"
 	"github.com/portsentry/pipeline/shared/stage"
 	"github.com/portsentry/pipeline/shared/transport"
 	"github.com/urfave/cli/v2"
@@ -35,6 +36,7 @@ func main() {
 		UsageText: "ps-judge | ps-block [-c FILE] [--syslog] [--listen PATH] [--connect PATH] [--dry-run] [--fleet nats://HOST:PORT]",
 		Flags: append(stage.ConfigFlags(), stage.ListenFlag(), stage.ConnectFlag(),
 			&cli.BoolFlag{Name: "dry-run", Usage: "print what would be done and change nothing"},
+			metrics.Flag(),
 			&cli.StringFlag{Name: "fleet", Usage: "join the fleet on the NATS server `URL` (nats://HOST:PORT or tls://HOST:PORT): publish this host's decisions, apply every member's that this host's guard allows, and register this host's addresses so that no member blocks them"},
 		),
 		Action:   run,
@@ -103,7 +105,23 @@ func run(c *cli.Context) error {
 		keeper.Remind(time.Now())
 		return keeper.Current().Refuse(a)
 	})
+	var m *blockMetrics
+	addr := c.String(metrics.FlagName)
+	reg := metrics.NewRegistry()
+	if addr != "" {
+		m = newBlockMetrics(reg)
+		bc.Observer = m
+	}
 	b := blocker.New(bc)
+	if addr != "" {
+		m.watch(reg, b)
+		srv, err := metrics.Serve(addr, reg)
+		if err != nil {
+			return stage.Fatal("%v", err)
+		}
+		defer srv.Close()
+		log.Admin("serving Prometheus metrics on http://%s/metrics", srv.Addr())
+	}
 	b.Restore()
 	// After the restore, so that blocks the kernel made while ps-block
 	// was down are told from those it knows.
@@ -122,7 +140,12 @@ func run(c *cli.Context) error {
 			select {
 			case <-tick.C:
 				b.LiftDue()
-				if held, dropped := b.TakeHeld(); held > 0 {
+				held, dropped := b.TakeHeld()
+				if m != nil {
+					m.held.Add(float64(held))
+					m.dropped.Add(float64(dropped))
+				}
+				if held > 0 {
 					log.Security("rate limit held back %d new block(s) in the last second (%d dropped: too many waiting)", held, dropped)
 				}
 			case <-stop:

@@ -16,6 +16,7 @@ import (
 	"github.com/portsentry/pipeline/shared/fleet"
 	"github.com/portsentry/pipeline/shared/guard"
 	"github.com/portsentry/pipeline/shared/judge"
+	"github.com/portsentry/pipeline/shared/metrics"
 	"github.com/portsentry/pipeline/shared/stage"
 	"github.com/portsentry/pipeline/shared/transport"
 	"github.com/urfave/cli/v2"
@@ -28,8 +29,12 @@ func main() {
 		UsageText: "ps-sniff -atcp | ps-judge | ps-block\n   ps-judge < captured-hits.jsonl\n   ps-judge --listen /run/portsentry/judge.sock --connect /run/portsentry/block.sock --admin /run/portsentry/admin.sock",
 		Flags: append(stage.ConfigFlags(), stage.ListenFlag(), stage.ConnectFlag(),
 			&cli.StringFlag{Name: flagAdmin, Usage: "take administrative lines (unblock) from writers connecting to the Unix socket `PATH` (mode 0600; root or ps-judge's own user only); they are refused from the sensors' input"},
+			metrics.Flag(),
 		),
 		Action: run,
+		Commands: []*cli.Command{
+			metrics.StatsCommand("ps-judge"),
+		},
 	}
 	stage.Main(app)
 }
@@ -84,6 +89,16 @@ func run(c *cli.Context) error {
 			MaxHosts:      cfg.StateMaxHosts,
 		}),
 		failed: make(chan error, 1),
+	}
+	if addr := c.String(metrics.FlagName); addr != "" {
+		reg := metrics.NewRegistry()
+		j.m = newJudgeMetrics(reg)
+		srv, err := metrics.Serve(addr, reg)
+		if err != nil {
+			return stage.Fatal("%v", err)
+		}
+		defer srv.Close()
+		log.Admin("serving Prometheus metrics on http://%s/metrics", srv.Addr())
 	}
 	var mu *sync.Mutex // with --admin, two sources feed the judge
 	defer func() {
@@ -169,6 +184,9 @@ func (a adminSource) Line(origin string, n int, data []byte, err error) {
 	// An administrator lifts a block: judge the host afresh and pass the
 	// line on to ps-block.
 	j.model.Forget(ev.Target, ev.Mode)
+	if j.m != nil {
+		j.m.unblocksPassed.Inc()
+	}
 	j.log.Admin("unblock of %s in mode %s from %s passed on", ev.Target, ev.Mode, origin)
 	j.write(&ev)
 }
@@ -189,6 +207,7 @@ type judgeStage struct {
 	buf     []byte
 	enc     event.Encoder // the decisions' writer
 	failed  chan error    // the first output failure; input stops mattering then
+	m       *judgeMetrics // nil without --metrics
 	dead    bool
 
 	// Since the last Idle: decisions were written, and one left at once.
@@ -221,6 +240,9 @@ func (j *judgeStage) Line(origin string, n int, data []byte, err error) {
 		// packets, a captured log) is not an administrator: were this
 		// obeyed, a subverted sensor could lift any block.
 		j.adminRefused++
+		if j.m != nil {
+			j.m.adminRefused.Inc()
+		}
 		if j.log.Allow() {
 			j.log.Security("%s line %d: %s of %s in mode %s refused: administrative lines are taken only from the --admin socket, never from the sensors' input", origin, n, ev.Kind, ev.Target, ev.Mode)
 		}
@@ -230,8 +252,14 @@ func (j *judgeStage) Line(origin string, n int, data []byte, err error) {
 		return
 	}
 	j.hits++
+	if j.m != nil {
+		j.m.hit(ev)
+	}
 	if why := j.guard.Current().Refuse(ev.Src); why != "" {
 		j.refused++
+		if j.m != nil {
+			j.m.protected.Inc()
+		}
 		if j.log.Allow() {
 			// The sensor logged the probe; this says why nothing follows
 			// (worded unlike a probe's line, which log watchers count).
@@ -249,6 +277,9 @@ func (j *judgeStage) Line(origin string, n int, data []byte, err error) {
 	case judge.Tripped:
 		// The decision leaves first: the log lines can wait, the block can't.
 		j.decisions++
+		if j.m != nil {
+			j.m.decision(v.Decision.Kind)
+		}
 		j.write(&v.Decision)
 		// The sensor logged the probe itself: 1.2 logged it once.
 		if j.log.Allow() {
@@ -256,6 +287,9 @@ func (j *judgeStage) Line(origin string, n int, data []byte, err error) {
 		}
 	case judge.Escalated:
 		j.decisions++
+		if j.m != nil {
+			j.m.decision(v.Decision.Kind)
+		}
 		j.write(&v.Decision)
 		if j.log.Allow() {
 			j.log.Attack("Host: %s/%s still scanning in mode %s: %d ports, %s said again", ev.Src, ev.Src, ev.Mode, v.Hits, v.Decision.Kind)
@@ -268,6 +302,9 @@ func (j *judgeStage) Line(origin string, n int, data []byte, err error) {
 
 func (j *judgeStage) reject(origin string, n int, err error) {
 	j.bad++
+	if j.m != nil {
+		j.m.bad.Inc()
+	}
 	if j.log.Allow() {
 		j.log.Admin("%s line %d: %v (skipped)", origin, n, err)
 	}

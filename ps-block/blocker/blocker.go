@@ -121,6 +121,15 @@ type Config struct {
 	// OutFailed hears of the first error writing result lines (the next
 	// stage has gone); the program then stops, as every stage does.
 	OutFailed func(error)
+	// Observer hears of every result (ps-block --metrics); nil: none.
+	Observer Observer
+}
+
+// Observer counts results: each one, and for a decision's, the time from
+// its hit (the decision's time) to the result.
+type Observer interface {
+	Result(action string, ok bool)
+	Reaction(action string, d time.Duration)
 }
 
 func (c Config) kindOf(m event.Mode) event.Kind {
@@ -219,6 +228,9 @@ func (b *Blocker) emit(slot int, addr netip.Addr, mode event.Mode, action string
 	if b.cfg.DryRun && ok {
 		ev.Detail = "dry run: " + ev.Detail
 	}
+	if b.cfg.Observer != nil {
+		b.cfg.Observer.Result(action, ok)
+	}
 	if slot < 0 {
 		slot = b.newSlot()
 	}
@@ -232,6 +244,9 @@ func (b *Blocker) result(addr netip.Addr, mode event.Mode, action string, ok boo
 
 // resultFor is a result of the decision p.
 func (b *Blocker) resultFor(p *pending, action string, ok bool, format string, args ...any) {
+	if b.cfg.Observer != nil && ok && !p.ev.Time.IsZero() {
+		b.cfg.Observer.Reaction(action, b.cfg.Now().Sub(p.ev.Time))
+	}
 	b.emit(p.slot, p.k.addr, p.k.mode, action, ok, format, args...)
 }
 
@@ -570,6 +585,13 @@ func (b *Blocker) LiftDue() {
 		b.lift(due, "block ended")
 		b.flushOut()
 	}
+}
+
+// InForce is the number of records (blocks, runs, alerts) in force.
+func (b *Blocker) InForce() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.state)
 }
 
 // BadLines is the number of input lines refused so far.

@@ -346,3 +346,23 @@ func TestHeapsStayBounded(t *testing.T) {
 		t.Errorf("heaps of %d ends and %d ages for 100 records", l, a)
 	}
 }
+
+// A block lifted on request and decided again (ps-judge forgot the host)
+// is in force after a restart: the until file's "lifted" line is followed
+// by the new block's, and the later line counts.
+func TestRestoreBlockedAgainAfterUnblock(t *testing.T) {
+	r := newRig(t, nil)
+	r.feed(block("198.18.0.1", "tcp", 21, ""), block("198.18.0.2", "tcp", 22, ""))
+	r.feed(`{"v":1,"kind":"unblock","time":"2026-11-24T14:00:00Z","target":"198.18.0.1","mode":"tcp"}`)
+	r.feed(block("198.18.0.1", "tcp", 23, ""))
+	r.results(t)
+	r2 := r.restart(nil)
+	var got []string
+	for _, rec := range r2.b.Records() {
+		got = append(got, fmt.Sprintf("%s %s %d", rec.Addr, rec.Mode, rec.Port))
+	}
+	want := []string{"198.18.0.1 tcp 23", "198.18.0.2 tcp 22"}
+	if !slices.Equal(got, want) {
+		t.Errorf("records after the restart: %q, want %q", got, want)
+	}
+}

@@ -333,6 +333,9 @@ func (b *Blocker) restoreEnds() {
 		return
 	}
 	defer f.Close()
+	// A record lifted and then decided again has "lifted" then a new end:
+	// the later line brings it back.
+	gone := map[skey]entry{}
 	err = recfile.Lines(f, func(n int, text []byte, err error) error {
 		var l endLine
 		if err == nil {
@@ -344,9 +347,14 @@ func (b *Blocker) restoreEnds() {
 		}
 		s := l.k.s()
 		e, ok := b.state[s]
+		if !ok && !l.gone {
+			e, ok = gone[s]
+			delete(gone, s)
+		}
 		switch {
 		case !ok:
 		case l.gone:
+			gone[s] = e
 			delete(b.state, s)
 			b.stale[l.k.mode]++
 		default:
