@@ -114,7 +114,11 @@ func run(c *cli.Context) error {
 	}
 	b := blocker.New(bc)
 	if addr != "" {
-		m.watch(reg, b)
+		table := ""
+		if cfg.NFTBlock {
+			table = cfg.NFTTable
+		}
+		m.watch(reg, b, table)
 		srv, err := metrics.Serve(addr, reg)
 		if err != nil {
 			return stage.Fatal("%v", err)

@@ -3,6 +3,9 @@ package main
 import (
 	"time"
 
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+
 	"github.com/portsentry/pipeline/ps-block/blocker"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -33,8 +36,13 @@ func newBlockMetrics(reg prometheus.Registerer) *blockMetrics {
 	return m
 }
 
-// watch registers what is read from the blocker at each scrape.
-func (m *blockMetrics) watch(reg prometheus.Registerer, b *blocker.Blocker) {
+// watch registers what is read from the blocker and the kernel at each
+// scrape; table is NFT_TABLE ("": no nftables action).
+func (m *blockMetrics) watch(reg prometheus.Registerer, b *blocker.Blocker, table string) {
+	if table != "" {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "portsentry_kernel_drops_total",
+			Help: "Packets dropped by the rules of ps-block's block sets (the counters of table inet NFT_TABLE)."}, kernelDrops(table)))
+	}
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "portsentry_blocks_in_force",
 			Help: "Records in force in ps-block (blocks, runs, alerts), one per host and mode."}, func() float64 { return float64(b.InForce()) }),
@@ -49,4 +57,33 @@ func (m *blockMetrics) Result(action string, ok bool) {
 
 func (m *blockMetrics) Reaction(action string, d time.Duration) {
 	m.reaction.WithLabelValues(action).Observe(d.Seconds())
+}
+
+// kernelDrops is the packets the block sets' drop rules dropped, read from
+// their counters in ps-block's table (its input and forward chains) at each
+// scrape; 0 while the table does not exist.
+func kernelDrops(table string) func() float64 {
+	return func() float64 {
+		conn, err := nftables.New()
+		if err != nil {
+			return 0
+		}
+		defer conn.CloseLasting()
+		t := &nftables.Table{Name: table, Family: nftables.TableFamilyINet}
+		var n uint64
+		for _, chain := range []string{"input", "forward"} {
+			rules, err := conn.GetRules(t, &nftables.Chain{Name: chain, Table: t})
+			if err != nil {
+				continue
+			}
+			for _, r := range rules {
+				for _, e := range r.Exprs {
+					if c, ok := e.(*expr.Counter); ok {
+						n += c.Packets
+					}
+				}
+			}
+		}
+		return float64(n)
+	}
 }

@@ -165,6 +165,14 @@ func TestAdminPipeline(t *testing.T) {
 			t.Errorf("ps-judge stats: %s = %v, want %v", k, jm[k], want)
 		}
 	}
+	// Three probes from a blocked host, forged on the namespace's loopback
+	// (bounded: -c 3), meet the set's drop rule.
+	if _, err := exec.LookPath("hping3"); err != nil {
+		netlab.SkipOrFail(t, "hping3 is missing: %v", err)
+	}
+	if out, err := exec.Command("ip", "netns", "exec", ns.Name, "hping3", "-q", "-c", "3", "-i", "u20000", "-S", "-p", "80", "-a", "198.18.0.2", "127.0.0.1").CombinedOutput(); err != nil && !strings.Contains(string(out), "100% packet loss") {
+		t.Fatalf("hping3: %v: %s", err, out)
+	}
 	bm := stats("ps-block", blockAddr)
 	for k, want := range map[string]float64{
 		"portsentry_results_total{action=nft,outcome=ok}":        3,
@@ -172,6 +180,7 @@ func TestAdminPipeline(t *testing.T) {
 		"portsentry_reaction_seconds{action=nft}":                3, // observations
 		"portsentry_blocks_in_force{}":                           3,
 		"portsentry_bad_lines_total{stage=ps-block}":             0,
+		"portsentry_kernel_drops_total{}":                        3,
 	} {
 		if bm[k] != want {
 			t.Errorf("ps-block stats: %s = %v, want %v", k, bm[k], want)
