@@ -15,6 +15,7 @@ import (
 	"github.com/portsentry/pipeline/ps-block/blocker"
 	"github.com/portsentry/pipeline/ps-block/blockfile"
 	"github.com/portsentry/pipeline/ps-block/gate"
+	"github.com/portsentry/pipeline/ps-block/nft"
 	"github.com/portsentry/pipeline/shared/admin"
 	"github.com/portsentry/pipeline/shared/alert"
 	"github.com/portsentry/pipeline/shared/config"
@@ -254,12 +255,14 @@ func unblockCmd(c *cli.Context) error {
 				return stage.Fatal("%v", err)
 			}
 			left := inForce(r.b, addr, only)
+			// Host-wide actions stay while another mode blocks the host.
+			inPlace := len(inForce(r.b, addr, event.ModeNone)) == 0 && r.hostWide(addr)
 			r.close()
-			if len(left) == 0 {
+			if len(left) == 0 && !inPlace {
 				break
 			}
 			if time.Now().After(deadline) {
-				return stage.Fatal("sent to ps-judge (%s), but ps-block has not lifted %s in mode(s) %v within %v: is it running, fed by that ps-judge?", sock, addr, left, liftWait)
+				return stage.Fatal("sent to ps-judge (%s), but ps-block has not lifted %s in mode(s) %v within %v: is it running, fed by that ps-judge?", sock, addr, modes, liftWait)
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
@@ -302,6 +305,22 @@ func unblockCmd(c *cli.Context) error {
 		return stage.Fatal("some of the lift failed (see above)")
 	}
 	return nil
+}
+
+// hostWide reports whether a host-wide block of addr is still in place:
+// its element in the kernel's set or ps-block's line in hosts.deny. The
+// records say a block ended before its actions are undone.
+func (r *recs) hostWide(addr netip.Addr) bool {
+	if r.bc.HostsDeny != nil && r.bc.HostsDeny.Ours(addr) {
+		return true
+	}
+	if r.bc.NFT != nil {
+		els, err := r.bc.NFT.List()
+		if err == nil && slices.ContainsFunc(els, func(e nft.Element) bool { return e.Addr.Unmap() == addr }) {
+			return true
+		}
+	}
+	return false
 }
 
 // inForce lists the modes in which addr has a record (only one, unless
