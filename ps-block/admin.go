@@ -54,7 +54,7 @@ func commands() []*cli.Command {
 			Action: historyCmd,
 		},
 		checkCommand(),
-		metrics.StatsCommand("ps-block"),
+		metrics.StatsCommand("ps-block", offlineStats, cfgFlag),
 	}
 }
 
@@ -398,4 +398,34 @@ func historyCmd(c *cli.Context) error {
 		return admin.NotFound("%s: not in the history", only)
 	}
 	return nil
+}
+
+// offlineStats is `ps-block stats` without --metrics: the records in force
+// by mode and kind, the history's lines, and the kernel's drops.
+func offlineStats(c *cli.Context) ([]metrics.Sample, error) {
+	r, err := openRecords(c, true, &results{})
+	if err != nil {
+		return nil, err
+	}
+	defer r.close()
+	warnings(&r.log)
+	count := map[[2]string]int{}
+	for _, rec := range r.b.Records() {
+		count[[2]string{rec.Mode.String(), rec.Kind.String()}]++
+	}
+	var out []metrics.Sample
+	for k, n := range count {
+		out = append(out, metrics.Sample{Name: "portsentry_blocks_in_force", Labels: map[string]string{"mode": k[0], "kind": k[1]}, Value: float64(n)})
+	}
+	if r.cfg.HistoryFile != "" {
+		n := 0
+		if err := blockfile.Scan(r.cfg.HistoryFile, func(blockfile.Line) { n++ }, func(int, error) {}); err != nil {
+			return nil, err
+		}
+		out = append(out, metrics.Sample{Name: "portsentry_history_lines", Labels: map[string]string{}, Value: float64(n)})
+	}
+	if r.cfg.NFTBlock {
+		out = append(out, metrics.Sample{Name: "portsentry_kernel_drops_total", Labels: map[string]string{}, Value: kernelDrops(r.cfg.NFTTable)()})
+	}
+	return out, nil
 }

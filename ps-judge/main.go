@@ -33,7 +33,7 @@ func main() {
 		),
 		Action: run,
 		Commands: []*cli.Command{
-			metrics.StatsCommand("ps-judge"),
+			metrics.StatsCommand("ps-judge", nil),
 		},
 	}
 	stage.Main(app)

@@ -136,19 +136,35 @@ func Samples(fams map[string]*dto.MetricFamily) []Sample {
 }
 
 // StatsCommand is a program's `stats` subcommand: the counters of the
-// running stage, scraped from its --metrics address.
-func StatsCommand(prog string) *cli.Command {
+// running stage, scraped from its --metrics address; without one, what
+// offline reads from the files and the kernel (nil: --metrics is needed),
+// with its own flags.
+func StatsCommand(prog string, offline func(*cli.Context) ([]Sample, error), flags ...cli.Flag) *cli.Command {
+	usage := "show the counters of the running " + prog + " (hits, decisions, results, blocks in force, held back, dropped, bad lines), read from its --metrics address"
+	usageText := prog + " stats --metrics ADDR [--json]"
+	if offline != nil {
+		usage += "; without --metrics, what the records and the kernel hold"
+		usageText = prog + " stats [--metrics ADDR] [--json]"
+	}
 	return &cli.Command{
 		Name:      "stats",
-		Usage:     "show the counters of the running " + prog + " (hits, decisions, results, blocks in force, held back, dropped, bad lines), read from its --metrics address",
-		UsageText: prog + " stats --metrics ADDR [--json]",
-		Flags:     []cli.Flag{&cli.StringFlag{Name: FlagName, Required: true, Usage: "the running " + prog + "'s --metrics `ADDR` (host:port)"}, admin.JSONFlag()},
+		Usage:     usage,
+		UsageText: usageText,
+		Flags:     append([]cli.Flag{&cli.StringFlag{Name: FlagName, Required: offline == nil, Usage: "the running " + prog + "'s --metrics `ADDR` (host:port)"}, admin.JSONFlag()}, flags...),
 		Action: func(c *cli.Context) error {
-			fams, err := Scrape(c.String(FlagName))
-			if err != nil {
-				return cli.Exit(fmt.Sprintf("%s stats: %v (is %s running with --metrics %s?)", prog, err, prog, c.String(FlagName)), 1)
+			var samples []Sample
+			if addr := c.String(FlagName); addr != "" {
+				fams, err := Scrape(addr)
+				if err != nil {
+					return cli.Exit(fmt.Sprintf("%s stats: %v (is %s running with --metrics %s?)", prog, err, prog, addr), 1)
+				}
+				samples = Samples(fams)
+			} else {
+				var err error
+				if samples, err = offline(c); err != nil {
+					return cli.Exit(fmt.Sprintf("%s stats: %v", prog, err), 1)
+				}
 			}
-			samples := Samples(fams)
 			slices.SortFunc(samples, func(a, b Sample) int {
 				return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(labelText(a.Labels), labelText(b.Labels)))
 			})
