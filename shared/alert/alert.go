@@ -152,7 +152,7 @@ func (l *Logger) emit(tag, format string, args []any) {
 func Count[N ~int | ~int64 | ~uint64](n N, noun string) string {
 	if n != 1 {
 		switch {
-		case strings.HasSuffix(noun, "y") && !strings.HasSuffix(noun, "ey"):
+		case strings.HasSuffix(noun, "y") && !strings.ContainsAny(noun[len(noun)-2:len(noun)-1], "aeiou"):
 			noun = noun[:len(noun)-1] + "ies"
 		case strings.HasSuffix(noun, "s"):
 			noun += "es"

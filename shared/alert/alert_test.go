@@ -57,6 +57,8 @@ func TestCount(t *testing.T) {
 		{Count(3, "ignore entry"), "3 ignore entries"},
 		{Count(2, "key"), "2 keys"},
 		{Count(2, "address"), "2 addresses"},
+		{Count(2, "gateway"), "2 gateways"},
+		{Count(1, "name server"), "1 name server"},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("got %q, want %q", tc.got, tc.want)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+	"github.com/portsentry/pipeline/shared/alert"
 	"github.com/portsentry/pipeline/shared/ignore"
 )
 
@@ -77,7 +78,10 @@ func (k *Keeper) Reload(why string) {
 	old := k.cur.Load()
 	k.missing.Store(errors.Is(err, fs.ErrNotExist))
 	if err != nil {
-		k.log("%v", err)
+		// A missing file gets sayMissing's warning alone, not its error too.
+		if !k.missing.Load() {
+			k.log("%v", err)
+		}
 		k.sayMissing(time.Now())
 		// Fail closed: a file that vanished or cannot be read keeps what
 		// it held; an empty file is how to ignore nothing.
@@ -95,8 +99,10 @@ func (k *Keeper) Reload(why string) {
 		sys.Members = *m
 	}
 	k.cur.Store(New(ign, k.protect, sys))
-	k.log("guard (%s): %d ignore entries, %d own addresses, %d gateways, %d name servers, %d fleet member addresses, %d protected networks",
-		why, ign.Len(), len(sys.Own), len(sys.Gateways), len(sys.Resolvers), len(sys.Members), len(k.protect))
+	k.log("guard (%s): %s, %s, %s, %s, %s, %s", why, alert.Count(ign.Len(), "ignore entry"),
+		alert.Count(len(sys.Own), "own address"), alert.Count(len(sys.Gateways), "gateway"),
+		alert.Count(len(sys.Resolvers), "name server"), alert.Count(len(sys.Members), "fleet member address"),
+		alert.Count(len(k.protect), "protected network"))
 }
 
 // sayMissing warns that the ignore file is missing, if it is. k.mu is held.
