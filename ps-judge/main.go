@@ -253,7 +253,7 @@ func (j *judgeStage) Line(origin string, n int, data []byte, err error) {
 	}
 	j.hits++
 	if j.m != nil {
-		j.m.hit(ev)
+		j.m.hits.Hit(ev)
 	}
 	if why := j.guard.Current().Refuse(ev.Src); why != "" {
 		j.refused++

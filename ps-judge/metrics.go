@@ -2,26 +2,21 @@ package main
 
 import (
 	"github.com/portsentry/pipeline/shared/event"
+	"github.com/portsentry/pipeline/shared/metrics"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // judgeMetrics are ps-judge's counters for Prometheus (--metrics). The
 // children are resolved once, so a hit costs one atomic add, no lookup.
 type judgeMetrics struct {
-	hits                                         [event.ModeAUDP + 1][event.ScanOther + 1]prometheus.Counter
+	hits                                         *metrics.Hits
 	decisions                                    [event.KindRun + 1]prometheus.Counter
 	bad, protected, adminRefused, unblocksPassed prometheus.Counter
 }
 
 func newJudgeMetrics(reg prometheus.Registerer) *judgeMetrics {
 	m := &judgeMetrics{}
-	hits := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "portsentry_hits_total",
-		Help: "Hits read by ps-judge, by the sensor's mode and the scan type."}, []string{"mode", "scan"})
-	for _, mode := range event.Modes {
-		for s := event.ScanConnect; s <= event.ScanOther; s++ {
-			m.hits[mode][s] = hits.WithLabelValues(mode.String(), s.String())
-		}
-	}
+	m.hits = metrics.NewHits(reg, "Hits read by ps-judge, by the sensor's mode and the scan type.")
 	decisions := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "portsentry_decisions_total",
 		Help: "Decisions written by ps-judge, by kind (alert, block, run)."}, []string{"kind"})
 	for _, k := range []event.Kind{event.KindAlert, event.KindBlock, event.KindRun} {
@@ -35,16 +30,8 @@ func newJudgeMetrics(reg prometheus.Registerer) *judgeMetrics {
 		Help: "Administrative lines (unblock) refused because they came from the sensors' input."})
 	m.unblocksPassed = prometheus.NewCounter(prometheus.CounterOpts{Name: "portsentry_unblocks_total",
 		Help: "Unblocks taken from the --admin socket and passed on to ps-block."})
-	reg.MustRegister(hits, decisions, m.bad, m.protected, m.adminRefused, m.unblocksPassed)
+	reg.MustRegister(decisions, m.bad, m.protected, m.adminRefused, m.unblocksPassed)
 	return m
-}
-
-func (m *judgeMetrics) hit(ev *event.Event) {
-	if int(ev.Mode) < len(m.hits) && int(ev.Scan) < len(m.hits[0]) {
-		if c := m.hits[ev.Mode][ev.Scan]; c != nil {
-			c.Inc()
-		}
-	}
 }
 
 func (m *judgeMetrics) decision(k event.Kind) {

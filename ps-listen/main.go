@@ -17,6 +17,7 @@ import (
 	"github.com/portsentry/pipeline/shared/config"
 	"github.com/portsentry/pipeline/shared/event"
 	"github.com/portsentry/pipeline/shared/fleet"
+	"github.com/portsentry/pipeline/shared/metrics"
 	"github.com/portsentry/pipeline/shared/privdrop"
 	"github.com/portsentry/pipeline/shared/stage"
 	"github.com/portsentry/pipeline/shared/transport"
@@ -31,6 +32,7 @@ func main() {
 		Flags: append(stage.ConfigFlags(), stage.ConnectFlag(),
 			&cli.BoolFlag{Name: "tcp", Usage: "basic port-bound TCP mode: bind TCP_PORTS"},
 			&cli.BoolFlag{Name: "udp", Usage: "basic port-bound UDP mode: bind UDP_PORTS"},
+			metrics.Flag(),
 		),
 		Action: run,
 	}
@@ -59,6 +61,19 @@ func run(c *cli.Context) error {
 		return err
 	}
 	defer out.Close()
+	// Listening now, before privileges go: ADDR may be a port below 1024.
+	var hits *metrics.Hits // nil without --metrics: counts nothing
+	if addr := c.String(metrics.FlagName); addr != "" {
+		reg := metrics.NewRegistry()
+		hits = metrics.NewHits(reg, "Hits written by ps-listen, by mode and scan type.")
+		srv, err := metrics.Serve(addr, reg)
+		if err != nil {
+			closeAll(socks)
+			return stage.Fatal("%v", err)
+		}
+		defer srv.Close()
+		log.Admin("serving Prometheus metrics on http://%s/metrics", srv.Addr())
+	}
 	// Privileges go before anything reads from the network.
 	msg, err := privdrop.To(cfg.RunAsUser)
 	if err != nil {
@@ -72,6 +87,7 @@ func run(c *cli.Context) error {
 		return stage.Fatal("%v", err)
 	}
 	defer s.Close()
+	s.hits = hits
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)

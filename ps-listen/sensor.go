@@ -9,6 +9,7 @@ import (
 
 	"github.com/portsentry/pipeline/shared/alert"
 	"github.com/portsentry/pipeline/shared/event"
+	"github.com/portsentry/pipeline/shared/metrics"
 	"github.com/portsentry/pipeline/shared/transport"
 	"golang.org/x/sys/unix"
 )
@@ -37,6 +38,7 @@ type sensor struct {
 	log    *alert.Logger
 	banner []byte
 
+	hits  *metrics.Hits // --metrics; nil counts nothing
 	line  []byte
 	ev    event.Event
 	dgram [64]byte // UDP payloads are never looked at: the kernel drops the rest
@@ -202,7 +204,11 @@ func (s *sensor) hit(mode event.Mode, scan event.Scan, src, dst netip.AddrPort) 
 		s.log.Attack("Connect from host: %s/%s to %s port: %d", s.ev.Src, s.ev.Src, s.ev.Proto.Upper(), s.ev.Dport)
 	}
 	s.line = event.Append(s.line[:0], &s.ev)
-	return s.out.Write(s.line)
+	if err := s.out.Write(s.line); err != nil {
+		return err
+	}
+	s.hits.Hit(&s.ev)
+	return nil
 }
 
 // sockaddr is a socket address as the event wants it: IPv4 unmapped, no zone.

@@ -29,6 +29,7 @@ import (
 	"github.com/portsentry/pipeline/shared/config"
 	"github.com/portsentry/pipeline/shared/event"
 	"github.com/portsentry/pipeline/shared/fleet"
+	"github.com/portsentry/pipeline/shared/metrics"
 	"github.com/portsentry/pipeline/shared/privdrop"
 	"github.com/portsentry/pipeline/shared/stage"
 	"github.com/portsentry/pipeline/shared/transport"
@@ -56,6 +57,7 @@ func main() {
 			&cli.BoolFlag{Name: "loopback", Usage: "capture on the loopback interface too"},
 			&cli.StringFlag{Name: "r", Usage: "replay the pcap or pcapng `FILE` instead of capturing"},
 			&cli.StringSliceFlag{Name: "addr", Usage: "with -r: this host's `ADDRESS`es (default: every destination in the file)"},
+			metrics.Flag(),
 		),
 		Action: run,
 	}
@@ -78,12 +80,22 @@ func run(c *cli.Context) error {
 	}
 	defer log.Close()
 	log.Admin("portsentry is starting.")
+	// Listening now, before privileges go: ADDR may be a port below 1024.
+	m, srv, err := serveMetrics(c)
+	if err != nil {
+		return stage.Fatal("%v", err)
+	}
+	if srv != nil {
+		defer srv.Close()
+		log.Admin("serving Prometheus metrics on http://%s/metrics", srv.Addr())
+	}
 	s := &sensor.Sensor{
 		TCP:     watch(cfg, c.Bool("stcp"), c.Bool("atcp"), event.ModeSTCP, event.ModeATCP),
 		UDP:     watch(cfg, c.Bool("sudp"), c.Bool("audp"), event.ModeSUDP, event.ModeAUDP),
 		Decoder: decode.New(frag.DefaultLimits),
 		OnHit: func(e *event.Event) {
 			log.AttackLimited("%s from host: %s/%s to %s port: %d", e.Scan.Describe(), e.Src, e.Src, e.Proto.Upper(), e.Dport)
+			m.hitsOf().Hit(e)
 		},
 	}
 	for _, w := range []*sensor.Watch{s.TCP, s.UDP} {
@@ -95,7 +107,7 @@ func run(c *cli.Context) error {
 	if file := c.String("r"); file != "" {
 		err = replay(c, cfg, log, s, file)
 	} else {
-		err = live(c, cfg, log, s)
+		err = live(c, cfg, log, s, m)
 	}
 	if err != nil {
 		return stage.Fatal("%v", err)
@@ -198,7 +210,7 @@ func startLines(log *alert.Logger, s *sensor.Sensor, at time.Time) {
 	}
 }
 
-func live(c *cli.Context, cfg *config.Config, log *alert.Logger, s *sensor.Sensor) error {
+func live(c *cli.Context, cfg *config.Config, log *alert.Logger, s *sensor.Sensor, m *sniffMetrics) error {
 	h, err := capture.Open(capture.Config{
 		Interface: c.String("i"),
 		Loopback:  c.Bool("loopback"),
@@ -245,10 +257,14 @@ func live(c *cli.Context, cfg *config.Config, log *alert.Logger, s *sensor.Senso
 		lastReport := time.Now()
 		// The kernel's counters reset on each reading: add them up and say
 		// what a flood made it drop, every 10 s at most and at the end.
-		report := func(now time.Time) {
+		read := func() {
 			if r, d, err := h.Stats(); err == nil {
 				received, dropped = received+uint64(r), dropped+uint64(d)
+				m.capture(r, d)
 			}
+		}
+		report := func(now time.Time) {
+			read()
 			if dropped > 0 {
 				log.Security("the kernel dropped %d of %d packets for ps-sniff in the last %v: probes may have gone unseen", dropped, received, now.Sub(lastReport).Round(time.Second))
 			}
@@ -266,8 +282,8 @@ func live(c *cli.Context, cfg *config.Config, log *alert.Logger, s *sensor.Senso
 				}
 				if now.Sub(lastReport) >= dropReportEvery {
 					report(now)
-				} else if r, d, err := h.Stats(); err == nil {
-					received, dropped = received+uint64(r), dropped+uint64(d)
+				} else {
+					read()
 				}
 			}
 		}

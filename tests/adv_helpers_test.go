@@ -11,6 +11,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portsentry/pipeline/shared/metrics"
 	"github.com/portsentry/pipeline/shared/netlab"
 )
 
@@ -249,4 +252,26 @@ func advRun(t *testing.T, limit time.Duration, name string, args ...string) stri
 		t.Fatalf("%s %s: %v (limit %v): %s", name, strings.Join(args, " "), err, limit, out)
 	}
 	return string(out)
+}
+
+// scrapeIn scrapes a stage's --metrics at addr inside namespace ns with an
+// HTTP client whose one connection was dialed there.
+func scrapeIn(t *testing.T, ns, addr string) []metrics.Sample {
+	t.Helper()
+	var conn net.Conn
+	var err error
+	netlab.InNamespace(t, ns, func() { conn, err = net.DialTimeout("tcp", addr, 5*time.Second) })
+	if err != nil {
+		t.Fatalf("dial %s in %s: %v", addr, ns, err)
+	}
+	defer conn.Close()
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext:       func(context.Context, string, string) (net.Conn, error) { return conn, nil },
+	}}
+	fams, err := metrics.ScrapeWith(client, addr)
+	if err != nil {
+		t.Fatalf("scrape %s in %s: %v", addr, ns, err)
+	}
+	return metrics.Samples(fams)
 }

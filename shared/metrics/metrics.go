@@ -78,11 +78,16 @@ func NewRegistry() *prometheus.Registry {
 // Scrape fetches addr's /metrics with an HTTP client and parses it with
 // Prometheus' own text parser.
 func Scrape(addr string) (map[string]*dto.MetricFamily, error) {
+	return ScrapeWith(&http.Client{Timeout: 5 * time.Second}, addr)
+}
+
+// ScrapeWith is Scrape through client (a test's, dialing into a network
+// namespace).
+func ScrapeWith(client *http.Client, addr string) (map[string]*dto.MetricFamily, error) {
 	url := addr
 	if !strings.Contains(url, "://") {
 		url = "http://" + addr + "/metrics"
 	}
-	client := &http.Client{Timeout: 5 * time.Second}
 	resp, err := client.Get(url)
 	if err != nil {
 		return nil, err
