@@ -128,6 +128,8 @@ type listed struct {
 	Kind    string    `json:"kind"`
 	Since   time.Time `json:"since"`
 	Until   time.Time `json:"until,omitzero"`
+	Hits    int       `json:"hits,omitzero"` // 0: recorded before ps-block kept it
+	Host    string    `json:"host,omitzero"` // the fleet host that decided it
 	Port    uint16    `json:"port"`
 	Actions []string  `json:"actions"`
 }
@@ -144,16 +146,16 @@ func listCmd(c *cli.Context) error {
 	defer r.close()
 	warnings(&r.log)
 	out := []listed{}
-	rows := [][]string{{"ADDRESS", "MODE", "KIND", "SINCE", "UNTIL", "PORT", "ACTIONS"}}
+	rows := [][]string{{"ADDRESS", "MODE", "KIND", "SINCE", "UNTIL", "HITS", "HOST", "PORT", "ACTIONS"}}
 	for _, rec := range r.b.Records() {
 		if only.IsValid() && rec.Addr != only {
 			continue
 		}
 		l := listed{Address: rec.Addr.String(), Mode: rec.Mode.String(), Kind: rec.Kind.String(), Since: rec.Since, Until: rec.Until,
-			Port: rec.Port, Actions: r.actionsOf(rec)}
+			Hits: rec.Hits, Host: rec.Host, Port: rec.Port, Actions: r.actionsOf(rec)}
 		out = append(out, l)
 		rows = append(rows, []string{l.Address, l.Mode, l.Kind, admin.Time(rec.Since, "-"), admin.Time(rec.Until, "never"),
-			strconv.Itoa(int(rec.Port)), strings.Join(l.Actions, ",")})
+			orDash(rec.Hits, strconv.Itoa), orDash(rec.Host, func(s string) string { return s }), strconv.Itoa(int(rec.Port)), strings.Join(l.Actions, ",")})
 	}
 	if err := admin.Print(os.Stdout, c.Bool(admin.FlagJSON), out, rows); err != nil {
 		return stage.Fatal("%v", err)
@@ -162,6 +164,15 @@ func listCmd(c *cli.Context) error {
 		return admin.NotFound("%s: no record in force", only)
 	}
 	return nil
+}
+
+// orDash is v as text, "-" when zero (unknown, unnamed).
+func orDash[T comparable](v T, text func(T) string) string {
+	var zero T
+	if v == zero {
+		return "-"
+	}
+	return text(v)
 }
 
 // actionsOf says what is in place for a record: what the kernel and

@@ -364,11 +364,12 @@ func (b *Blocker) remember(batch []*pending) {
 		}
 		// A dry run remembers too, so that it says what a real run would
 		// of a repeat or an unblock; it writes no file.
-		b.record(p.k, entry{until: toSecs(p.ev.Until, true), start: toSecs(now, false), port: p.ev.Port, kind: p.ev.Kind, routed: p.routed})
+		b.record(p.k, entry{until: toSecs(p.ev.Until, true), start: toSecs(now, false), port: p.ev.Port, kind: p.ev.Kind, routed: p.routed,
+			hits: hitsOf(p.ev.Hits), host: b.hostID(p.ev.Host)})
 		l := blockfile.Line{Time: now.Local(), Addr: p.k.addr, Port: p.ev.Port, Proto: p.k.mode.Proto().Upper()}
 		byMode[p.k.mode] = append(byMode[p.k.mode], l)
 		hist = append(hist, l)
-		ends = append(ends, endLine{k: p.k, until: p.ev.Until, kind: p.ev.Kind})
+		ends = append(ends, endLine{k: p.k, until: p.ev.Until, kind: p.ev.Kind, hits: hitsOf(p.ev.Hits), host: p.ev.Host})
 	}
 	if b.cfg.DryRun || len(hist) == 0 {
 		return

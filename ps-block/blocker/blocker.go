@@ -183,6 +183,9 @@ type Blocker struct {
 	waiting      waiting  // decisions held back by the rate limit
 	held         uint64   // since the last TakeHeld
 	dropped      uint64
+	// hosts and hostIDs name the fleet hosts of the records (entry.host).
+	hosts   []string
+	hostIDs map[string]uint16
 }
 
 // New returns a Blocker; call Restore before feeding it lines.
@@ -199,6 +202,7 @@ func New(cfg Config) *Blocker {
 	return &Blocker{
 		cfg:     cfg,
 		state:   map[skey]entry{},
+		hostIDs: map[string]uint16{},
 		inBatch: map[key]bool{},
 		bucket:  ratelimit.New(cfg.Rate, cfg.Burst, cfg.Now()),
 		gate:    cfg.Gate,

@@ -13,6 +13,8 @@ func FuzzParseEnd(f *testing.F) {
 	f.Add([]byte("198.18.0.1 tcp lifted"))
 	f.Add([]byte("198.18.0.1 tcp never block"))
 	f.Add([]byte("x y z w v"))
+	f.Add([]byte("198.18.0.1 atcp never hits=3 host=fw-1"))
+	f.Add([]byte("2001:db8::1 sudp 2026-11-24T14:00:00Z run host=a hits=65535"))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		l, err := parseEnd(in)
 		if err != nil {
@@ -22,7 +24,7 @@ func FuzzParseEnd(f *testing.F) {
 		if err != nil {
 			t.Fatalf("%q printed as %q, which does not parse: %v", in, l.String(), err)
 		}
-		if again.k != l.k || again.gone != l.gone || (!l.gone && (again.kind != l.kind || !again.until.Equal(l.until.Truncate(time.Nanosecond)))) {
+		if again.k != l.k || again.gone != l.gone || (!l.gone && (again.kind != l.kind || again.hits != l.hits || again.host != l.host || !again.until.Equal(l.until.Truncate(time.Nanosecond)))) {
 			t.Fatalf("%q: %+v printed and read back as %+v", in, l, again)
 		}
 	})

@@ -20,6 +20,8 @@ type Record struct {
 	Port     uint16    // the port that tripped the decision
 	InKernel bool      // the host is in the kernel's set (seen at Restore)
 	Routed   bool      // KILL_ROUTE is in place (KILL_UNROUTE will undo it)
+	Hits     int       // the decision's hits (ports probed); 0 unknown (older records)
+	Host     string    // the fleet host that decided it; "" unnamed
 }
 
 // Records lists the records in force, by address then mode. After a dry
@@ -32,7 +34,7 @@ func (b *Blocker) Records() []Record {
 	for s, e := range b.state {
 		k := s.key()
 		out = append(out, Record{Addr: k.addr, Mode: k.mode, Kind: e.kind, Since: e.start.time(), Until: e.end(),
-			Port: e.port, InKernel: e.inKernel, Routed: e.routed})
+			Port: e.port, InKernel: e.inKernel, Routed: e.routed, Hits: int(e.hits), Host: b.hostName(e.host)})
 	}
 	slices.SortFunc(out, func(a, b Record) int {
 		return cmp.Or(a.Addr.Compare(b.Addr), cmp.Compare(a.Mode, b.Mode))

@@ -366,3 +366,57 @@ func TestRestoreBlockedAgainAfterUnblock(t *testing.T) {
 		t.Errorf("records after the restart: %q, want %q", got, want)
 	}
 }
+
+// TestRecordHitsHost: a decision's hits and fleet host are kept in the
+// until file and read back by each start (the first restart reads the
+// appended line, the second the file the first rewrote); a decision with
+// no host keeps none.
+func TestRecordHitsHost(t *testing.T) {
+	r := newRig(t, nil)
+	r.feed(`{"v":1,"kind":"block","time":"2026-11-24T14:00:00Z","target":"198.18.0.1","mode":"atcp","proto":"tcp","port":21,"scan":"syn","hits":7,"host":"fw-1"}`,
+		block("198.18.0.2", "tcp", 22, ""))
+	r.results(t)
+	for i, rr := range []*rig{r, r.restart(nil), r.restart(nil).restart(nil)} {
+		var got []string
+		for _, rec := range rr.b.Records() {
+			got = append(got, fmt.Sprintf("%s %d %q", rec.Addr, rec.Hits, rec.Host))
+		}
+		want := []string{`198.18.0.1 7 "fw-1"`, `198.18.0.2 1 ""`}
+		if !slices.Equal(got, want) {
+			t.Errorf("start %d: records %q, want %q", i, got, want)
+		}
+	}
+}
+
+// TestParseEndHitsHost: until lines with and without hits and host.
+func TestParseEndHitsHost(t *testing.T) {
+	for _, tc := range []struct {
+		in, want string // want: the line printed back; "" an error
+	}{
+		{"198.18.0.1 atcp never", "198.18.0.1 atcp never"}, // older lines read as before
+		{"198.18.0.1 tcp lifted", "198.18.0.1 tcp lifted"},
+		{"2001:db8::1 sudp never run", "2001:db8::1 sudp never run"},
+		{"198.18.0.1 atcp never hits=3 host=fw-1", "198.18.0.1 atcp never hits=3 host=fw-1"},
+		{"198.18.0.1 atcp never host=fw-1 hits=3", "198.18.0.1 atcp never hits=3 host=fw-1"},
+		{"198.18.0.1 atcp never alert hits=65535", "198.18.0.1 atcp never alert hits=65535"},
+		{"198.18.0.1 atcp never hits=65536", ""},
+		{"198.18.0.1 atcp never hits=0", ""},
+		{"198.18.0.1 atcp never hits=-1", ""},
+		{"198.18.0.1 atcp never host=a/b", ""},
+		{"198.18.0.1 atcp never host=", ""},
+		{"198.18.0.1 atcp never hits=1 hits=2", ""},
+		{"198.18.0.1 atcp never hits=1 run", ""},
+		{"198.18.0.1 atcp never port=3", ""},
+		{"198.18.0.1 atcp never run hits=1 host=a x", ""},
+	} {
+		l, err := parseEnd([]byte(tc.in))
+		switch {
+		case tc.want == "" && err == nil:
+			t.Errorf("%q: read as %q, want an error", tc.in, l)
+		case tc.want != "" && err != nil:
+			t.Errorf("%q: %v", tc.in, err)
+		case tc.want != "" && l.String() != tc.want:
+			t.Errorf("%q: printed back as %q, want %q", tc.in, l, tc.want)
+		}
+	}
+}

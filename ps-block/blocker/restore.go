@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -21,8 +22,10 @@ import (
 // untilSuffix names the file beside BLOCKED_FILE that keeps when each
 // record ends and what it was: 1.2's blocked-file line has no room for
 // either, and fail2ban must keep reading that line unchanged. Each line is
-// "ADDRESS MODE END [KIND]", END being RFC 3339 or "never", KIND "run" or
-// "alert" (absent: a block), or "ADDRESS MODE lifted" when the record
+// "ADDRESS MODE END [KIND] [hits=N] [host=NAME]", END being RFC 3339 or
+// "never", KIND "run" or "alert" (absent: a block), N the decision's hits
+// and NAME the fleet host that made it (both absent in older lines, which
+// read as before), or "ADDRESS MODE lifted" when the record
 // ended; the last line for a host and mode counts. The file is rewritten
 // with the records in force at each start and when it has grown to more
 // than twice their number.
@@ -36,6 +39,8 @@ type endLine struct {
 	until time.Time
 	kind  event.Kind
 	gone  bool // the record ended: "lifted"
+	hits  uint16
+	host  string // event.ValidHost, or ""
 }
 
 func (l endLine) String() string {
@@ -50,18 +55,40 @@ func (l endLine) String() string {
 	if !l.gone && l.kind != event.KindBlock {
 		s += " " + l.kind.String()
 	}
+	if !l.gone && l.hits > 0 {
+		s += " hits=" + strconv.Itoa(int(l.hits))
+	}
+	if !l.gone && l.host != "" {
+		s += " host=" + l.host
+	}
 	return s
 }
 
 func parseEnd(text []byte) (endLine, error) {
 	fields := strings.Fields(string(text))
-	if len(fields) != 3 && len(fields) != 4 {
-		return endLine{}, errors.New("want ADDRESS MODE END [KIND]")
+	if len(fields) < 3 || len(fields) > 6 {
+		return endLine{}, errors.New("want ADDRESS MODE END [KIND] [hits=N] [host=NAME]")
 	}
+	var l endLine
 	kind, kerr := event.KindBlock, error(nil)
-	if len(fields) == 4 {
-		if kind, kerr = event.ParseKind(fields[3]); kerr == nil && kind != event.KindRun && kind != event.KindAlert {
-			kerr = fmt.Errorf("kind %q: want run or alert", fields[3])
+	for i, f := range fields[3:] {
+		switch {
+		case strings.HasPrefix(f, "hits=") && l.hits == 0:
+			n, err := strconv.ParseUint(f[len("hits="):], 10, 16)
+			if err != nil || n == 0 {
+				kerr = errors.Join(kerr, fmt.Errorf("%q: want hits=1 to 65535", f))
+			}
+			l.hits = uint16(n)
+		case strings.HasPrefix(f, "host=") && l.host == "":
+			if l.host = f[len("host="):]; !event.ValidHost(l.host) {
+				kerr = errors.Join(kerr, fmt.Errorf("%q: not a host name", f))
+			}
+		case i == 0 && !strings.Contains(f, "="):
+			if kind, kerr = event.ParseKind(f); kerr == nil && kind != event.KindRun && kind != event.KindAlert {
+				kerr = fmt.Errorf("kind %q: want run or alert", f)
+			}
+		default:
+			kerr = errors.Join(kerr, fmt.Errorf("%q: want KIND, hits=N or host=NAME, each once", f))
 		}
 	}
 	addr, aerr := netip.ParseAddr(fields[0])
@@ -74,7 +101,8 @@ func parseEnd(text []byte) (endLine, error) {
 	if err := errors.Join(aerr, merr, terr, kerr); err != nil {
 		return endLine{}, err
 	}
-	return endLine{k: key{addr.Unmap(), mode}, until: until, kind: kind, gone: fields[2] == lifted}, nil
+	l.k, l.until, l.kind, l.gone = key{addr.Unmap(), mode}, until, kind, fields[2] == lifted
+	return l, nil
 }
 
 // appendEnds adds lines to the until file, and rewrites it when it holds
@@ -120,7 +148,7 @@ func (b *Blocker) rewriteEnds() {
 		defer w.Close()
 		bw := bufio.NewWriterSize(w, 64<<10)
 		for k, e := range b.state {
-			bw.WriteString(endLine{k: k.key(), until: e.end(), kind: e.kind}.String())
+			bw.WriteString(endLine{k: k.key(), until: e.end(), kind: e.kind, hits: e.hits, host: b.hostName(e.host)}.String())
 			bw.WriteByte('\n')
 		}
 		if err := bw.Flush(); err != nil {
@@ -358,7 +386,7 @@ func (b *Blocker) restoreEnds() {
 			delete(b.state, s)
 			b.stale[l.k.mode]++
 		default:
-			e.until, e.kind = toSecs(l.until, true), l.kind
+			e.until, e.kind, e.hits, e.host = toSecs(l.until, true), l.kind, l.hits, b.hostID(l.host)
 			e.routed = e.routed && l.kind == event.KindBlock
 			b.state[s] = e
 		}

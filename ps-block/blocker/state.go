@@ -40,7 +40,46 @@ type entry struct {
 	// inKernel: the host's element was seen in (or put back into) the
 	// kernel's set at start.
 	inKernel bool
+	hits     uint16 // the decision's hits (ports probed), saturated
+	host     uint16 // the fleet host that decided it: an index in Blocker.hosts, 0 none
 }
+
+// hostNamesMax bounds the fleet host names the state remembers; past it
+// a record keeps no host name (a fleet is a few hosts, a flood of names
+// is not a fleet).
+const hostNamesMax = 4096
+
+// hostID is name's index in b.hosts, added if new and room is left; 0
+// for none.
+func (b *Blocker) hostID(name string) uint16 {
+	if name == "" {
+		return 0
+	}
+	if id, ok := b.hostIDs[name]; ok {
+		return id
+	}
+	if len(b.hosts) >= hostNamesMax {
+		return 0
+	}
+	if len(b.hosts) == 0 {
+		b.hosts = []string{""}
+	}
+	id := uint16(len(b.hosts))
+	b.hosts = append(b.hosts, name)
+	b.hostIDs[name] = id
+	return id
+}
+
+// hostName is the name of id, "" for none.
+func (b *Blocker) hostName(id uint16) string {
+	if int(id) >= len(b.hosts) {
+		return ""
+	}
+	return b.hosts[id]
+}
+
+// hitsOf is n hits as the state keeps them.
+func hitsOf(n int) uint16 { return uint16(min(max(n, 0), math.MaxUint16)) }
 
 // modeSlots sizes arrays indexed by event.Mode.
 const modeSlots = 8
