@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/user"
+	"strconv"
 	"strings"
 
 	"github.com/google/nftables"
@@ -22,10 +24,15 @@ func checkCommand() *cli.Command {
 		Name: "check",
 		Usage: "check the configuration and what it needs, change nothing: every key, the record files and their directory, the commands, hosts.deny, " +
 			"the ignore file, and what the kernel offers (nftables, packet sockets); each problem with file, line and key; exit 0 when none, 1 otherwise",
-		UsageText: "ps-block check [-c FILE]",
-		Flags:     []cli.Flag{stage.ConfigFlags()[0]},
+		UsageText: "ps-block check [-c FILE] [--user NAME]",
+		Flags: []cli.Flag{stage.ConfigFlags()[0],
+			&cli.StringFlag{Name: "user", Usage: "check that `NAME` can write what ps-block writes (default: the User= of an installed ps-block.service, else the current user)"}},
 		Action: func(c *cli.Context) error {
-			errs, warns := check(c.String(stage.FlagConfig))
+			u, err := checkUser(c.String("user"))
+			if err != nil {
+				return stage.Fatal("%v", err)
+			}
+			errs, warns := check(c.String(stage.FlagConfig), u)
 			return report(os.Stdout, c.String(stage.FlagConfig), errs, warns)
 		},
 	}
@@ -33,10 +40,16 @@ func checkCommand() *cli.Command {
 
 // check runs the checks of a start (config.Load, then the actions and
 // startChecks as a dry run) and those of the kernel.
-func check(path string) (errs []error, warns []string) {
+func check(path string, u *user.User) (errs []error, warns []string) {
 	cfg, err := config.Load(path, func(w string) { warns = append(warns, w) })
 	if err != nil {
 		return unjoin(err), warns
+	}
+	// The start's checks below answer for this process's user; another
+	// user's answers come from the kernel on a thread with its identity.
+	if u.Uid != strconv.Itoa(os.Geteuid()) {
+		warns = append(warns, fmt.Sprintf("the files were checked for user %s (uid %s); the rest for this process's user", u.Username, u.Uid))
+		errs = append(errs, userChecks(cfg, u)...)
 	}
 	var logBuf bytes.Buffer
 	log := alert.NewWriter("ps-block", &logBuf)
