@@ -64,6 +64,40 @@ func BenchmarkEndToEndNFT100k(b *testing.B) {
 	}
 }
 
+// BenchmarkFleetBursts10k: what a fleet member does in make bench's fleet
+// figures: 10,000 decisions from the fleet (FromFleet, through the gate),
+// in bursts of 100 each followed by Idle, into the kernel sets and the
+// blocked and history files.
+func BenchmarkFleetBursts10k(b *testing.B) {
+	ns := netlab.NewNS(b, "fleetb")
+	conn, err := nft.Open(ns.Fd)
+	if err != nil {
+		netlab.SkipOrFail(b, "nftables netlink: %v", err)
+	}
+	defer conn.CloseLasting()
+	lines := decisionLines(10_000)
+	for range b.N {
+		b.StopTimer()
+		dir := b.TempDir()
+		a := nft.New(conn, nft.Config{Table: fmt.Sprintf("bench%d", time.Now().UnixNano())}, time.Now)
+		bl := New(Config{NFT: a, BlockedFile: filepath.Join(dir, "blocked"), HistoryFile: filepath.Join(dir, "history"),
+			Log: nopLog{}, Out: transport.NewWriter(io.Discard)})
+		bl.Restore()
+		h := bl.FromFleet()
+		b.StartTimer()
+		for i, l := range lines {
+			h.Line("NATS bench", i+1, l, nil)
+			if i%100 == 99 {
+				h.Idle()
+			}
+		}
+		b.StopTimer()
+		if n := len(bl.state); n != len(lines) {
+			b.Fatalf("%d blocks applied, want %d", n, len(lines))
+		}
+	}
+}
+
 // BenchmarkEndToEndHostsDeny10k: 10,000 block decision lines into a
 // hosts.deny in a temporary directory.
 func BenchmarkEndToEndHostsDeny10k(b *testing.B) {

@@ -2,6 +2,7 @@ package blockfile
 
 import (
 	"flag"
+	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -179,5 +180,28 @@ func TestNoSymlink(t *testing.T) {
 	}
 	if _, _, err := load(link); err == nil {
 		t.Error("Scan followed a symlink")
+	}
+}
+
+// TestLineFormat: the line is 1.2's printf format, byte for byte, for
+// times across the years, names safe and unsafe, IPv4 and IPv6.
+func TestLineFormat(t *testing.T) {
+	loc := time.FixedZone("X", -5*3600)
+	for _, tc := range []Line{
+		{Time: time.Unix(1763994585, 0), Name: "scanner.example", Addr: netip.MustParseAddr("198.18.0.7"), Port: 21, Proto: "TCP"},
+		{Time: time.Unix(0, 0).In(loc), Name: "", Addr: netip.MustParseAddr("2001:db8::1"), Port: 0, Proto: "UDP"},
+		{Time: time.Date(9, 1, 2, 3, 4, 5, 0, time.UTC), Name: "a b/c", Addr: netip.MustParseAddr("198.19.255.255"), Port: 65535, Proto: "TCP"},
+		{Time: time.Date(-12, 12, 31, 23, 59, 59, 0, time.UTC), Name: "x", Addr: netip.MustParseAddr("::ffff:198.18.0.1"), Port: 80, Proto: "UDP"},
+	} {
+		name := tc.Name
+		if !safeName.MatchString(name) {
+			name = tc.Addr.String()
+		}
+		tm := tc.Time
+		want := fmt.Sprintf("%d - %02d/%02d/%04d %02d:%02d:%02d Host: %s/%s Port: %d %s Blocked",
+			tm.Unix(), tm.Month(), tm.Day(), tm.Year(), tm.Hour(), tm.Minute(), tm.Second(), name, tc.Addr, tc.Port, tc.Proto)
+		if got := tc.String(); got != want {
+			t.Errorf("Line %+v:\n got %q\nwant %q", tc, got, want)
+		}
 	}
 }
