@@ -51,15 +51,16 @@ func unitUser(files []string) string {
 // checkUser resolves --user: NAME, or the installed unit's user, or the
 // current user.
 func checkUser(name string) (*user.User, error) {
+	from := "--user"
 	if name == "" {
-		name = unitUser(unitFiles)
+		name, from = unitUser(unitFiles), "the User= of the installed ps-block.service (--user NAME to check another)"
 	}
 	if name == "" {
 		return user.Current()
 	}
 	u, err := user.Lookup(name)
 	if err != nil {
-		return nil, fmt.Errorf("--user: %w", err)
+		return nil, fmt.Errorf("%s: %w", from, err)
 	}
 	return u, nil
 }
