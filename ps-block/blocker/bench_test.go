@@ -41,27 +41,7 @@ func feedAll(b *Blocker, lines [][]byte) {
 // added to the kernel sets (in a namespace of its own) and recorded in the
 // blocked and history files, with one result line each.
 func BenchmarkEndToEndNFT100k(b *testing.B) {
-	ns := netlab.NewNS(b, "e2e")
-	conn, err := nft.Open(ns.Fd)
-	if err != nil {
-		netlab.SkipOrFail(b, "nftables netlink: %v", err)
-	}
-	defer conn.CloseLasting()
-	lines := decisionLines(100_000)
-	for range b.N {
-		b.StopTimer()
-		dir := b.TempDir()
-		a := nft.New(conn, nft.Config{Table: fmt.Sprintf("bench%d", time.Now().UnixNano())}, time.Now)
-		bl := New(Config{NFT: a, BlockedFile: filepath.Join(dir, "blocked"), HistoryFile: filepath.Join(dir, "history"),
-			Log: nopLog{}, Out: transport.NewWriter(io.Discard)})
-		bl.Restore()
-		b.StartTimer()
-		feedAll(bl, lines)
-		b.StopTimer()
-		if n := len(bl.state); n != len(lines) {
-			b.Fatalf("%d blocks applied, want %d", n, len(lines))
-		}
-	}
+	benchNFT(b, "e2e", 100_000, feedAll)
 }
 
 // BenchmarkFleetBursts10k: what a fleet member does in make bench's fleet
@@ -69,13 +49,28 @@ func BenchmarkEndToEndNFT100k(b *testing.B) {
 // in bursts of 100 each followed by Idle, into the kernel sets and the
 // blocked and history files.
 func BenchmarkFleetBursts10k(b *testing.B) {
-	ns := netlab.NewNS(b, "fleetb")
+	benchNFT(b, "fleetb", 10_000, func(bl *Blocker, lines [][]byte) {
+		h := bl.FromFleet()
+		for i, l := range lines {
+			h.Line("NATS bench", i+1, l, nil)
+			if i%100 == 99 {
+				h.Idle()
+			}
+		}
+	})
+}
+
+// benchNFT times feed with n decision lines into a new Blocker whose nft
+// action has a table of its own in a namespace of its own, and checks that
+// every line became a block.
+func benchNFT(b *testing.B, tag string, n int, feed func(*Blocker, [][]byte)) {
+	ns := netlab.NewNS(b, tag)
 	conn, err := nft.Open(ns.Fd)
 	if err != nil {
 		netlab.SkipOrFail(b, "nftables netlink: %v", err)
 	}
 	defer conn.CloseLasting()
-	lines := decisionLines(10_000)
+	lines := decisionLines(n)
 	for range b.N {
 		b.StopTimer()
 		dir := b.TempDir()
@@ -83,17 +78,11 @@ func BenchmarkFleetBursts10k(b *testing.B) {
 		bl := New(Config{NFT: a, BlockedFile: filepath.Join(dir, "blocked"), HistoryFile: filepath.Join(dir, "history"),
 			Log: nopLog{}, Out: transport.NewWriter(io.Discard)})
 		bl.Restore()
-		h := bl.FromFleet()
 		b.StartTimer()
-		for i, l := range lines {
-			h.Line("NATS bench", i+1, l, nil)
-			if i%100 == 99 {
-				h.Idle()
-			}
-		}
+		feed(bl, lines)
 		b.StopTimer()
-		if n := len(bl.state); n != len(lines) {
-			b.Fatalf("%d blocks applied, want %d", n, len(lines))
+		if got := len(bl.state); got != len(lines) {
+			b.Fatalf("%d blocks applied, want %d", got, len(lines))
 		}
 	}
 }
