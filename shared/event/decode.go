@@ -17,9 +17,9 @@ import (
 // Decode parses and validates one event line (with or without its newline).
 // The returned error says what is wrong in words fit for an administrator.
 //
-// Flat objects of plain strings, numbers and booleans, which is every line
-// the stages themselves write, take a fast path that does not allocate for a
-// hit; anything else (escapes, nested values) is parsed by encoding/json and
+// A hit line as the stages write it is matched as a template (decodeHit).
+// Other flat objects of plain strings, numbers and booleans take a fast path
+// that does not allocate for a hit; anything else (escapes, nested values) is parsed by encoding/json and
 // then checked by the same field rules, so both paths accept the same lines.
 func Decode(line []byte) (Event, error) {
 	var e Event
@@ -38,6 +38,15 @@ func decodeInto(e *Event, line []byte) error {
 	if len(line) >= MaxLine {
 		return fmt.Errorf("line too long: %d bytes, at most %d", len(line)+1, MaxLine)
 	}
+	if decodeHit(e, line) {
+		return nil
+	}
+	return decodeFields(e, line)
+}
+
+// decodeFields is the general path: any JSON object, its known keys
+// gathered, then checked by the fields' rules.
+func decodeFields(e *Event, line []byte) error {
 	var f fields
 	// The fast path takes only printable ASCII in its strings and nothing
 	// else outside JSON's own syntax, so a line it took holds no NUL byte
@@ -569,11 +578,11 @@ func (f *fields) validateHit(e *Event) error {
 	if e.Dport, err = portField(f.dport, "dport"); err != nil {
 		return err
 	}
-	if e.Flags, err = internedStr(f.flags, "flags", "S", "F", "", "FPU", "SF", "U", "P"); err != nil {
+	if e.Flags, err = internedStr(f.flags, "flags", usualFlags[:]...); err != nil {
 		return err
 	}
 	for i := 0; i < len(e.Flags); i++ {
-		if bytes.IndexByte([]byte("FSRPAUEC"), e.Flags[i]) < 0 {
+		if !isFlag(e.Flags[i]) {
 			return bad("flags", "%q is not a TCP flag letter (FSRPAUEC)", e.Flags[i])
 		}
 	}

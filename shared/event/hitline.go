@@ -1,0 +1,230 @@
+package event
+
+import (
+	"bytes"
+	"encoding/binary"
+	"math/bits"
+	"net/netip"
+)
+
+// hitHead is how Append begins every hit line.
+const hitHead = `{"v":1,"kind":"hit","time":"`
+
+// decodeHit reads a hit line written exactly as Append writes one (its keys
+// in Append's order, no spaces, no escapes) straight into e, as a template
+// is matched: no key is looked up and no field is kept for later checks. A
+// flood of hits is almost all such lines, and this costs a fraction of the
+// general path. For any other line it returns false and leaves e alone; the
+// general path then reads it and gives the error, if any. A line it takes,
+// the general path reads to the same event (FuzzDecodeHit).
+func decodeHit(e *Event, b []byte) bool {
+	if !bytes.HasPrefix(b, []byte(hitHead)) {
+		return false
+	}
+	c := cursor{b: b, i: len(hitHead), ok: true}
+	t, ok := parseUTC(c.text())
+	if !ok || t.Before(MinTime) || !t.Before(MaxTime) {
+		return false
+	}
+	var h Event
+	h.Kind, h.Time = KindHit, t
+	c.lit(`,"sensor":"`)
+	switch s := c.text(); string(s) {
+	case "ps-sniff":
+		h.Sensor = "ps-sniff"
+	case "ps-listen":
+		h.Sensor = "ps-listen"
+	default:
+		return false
+	}
+	c.lit(`,"mode":"`)
+	h.Mode = Mode(c.name(modeTable))
+	c.lit(`,"proto":"`)
+	if h.Proto = Proto(c.name(protoTable)); h.Proto != h.Mode.Proto() {
+		return false
+	}
+	c.lit(`,"src":"`)
+	h.Src = c.addr()
+	c.lit(`,"sport":`)
+	h.Sport = c.port()
+	c.lit(`,"dst":"`)
+	h.Dst = c.addr()
+	c.lit(`,"dport":`)
+	h.Dport = c.port()
+	c.lit(`,"scan":"`)
+	h.Scan = Scan(c.name(scanTable))
+	if c.rest(`}`) {
+		// Append writes no flags when there are none.
+	} else {
+		c.lit(`,"flags":"`)
+		flags := c.text()
+		c.lit(`}`)
+		if len(flags) > 0 && h.Proto != ProtoTCP {
+			return false
+		}
+		for _, f := range flags {
+			if !isFlag(f) {
+				return false
+			}
+		}
+		h.Flags = internFlags(flags)
+	}
+	if !c.ok || c.i != len(b) || h.Mode == ModeNone || h.Scan == ScanNone || h.Src.Is4() != h.Dst.Is4() {
+		return false
+	}
+	*e = h
+	return true
+}
+
+// cursor walks a line that must follow a template. Once a step fails, ok is
+// false and every later step is a no-op, so that a template reads as a list
+// of steps and is checked once, at its end.
+type cursor struct {
+	b  []byte
+	i  int
+	ok bool
+}
+
+// lit reads s.
+func (c *cursor) lit(s string) {
+	if !c.rest(s) {
+		c.ok = false
+	}
+}
+
+// rest reads s if it comes next.
+func (c *cursor) rest(s string) bool {
+	if !c.ok || !bytes.HasPrefix(c.b[c.i:], []byte(s)) {
+		return false
+	}
+	c.i += len(s)
+	return true
+}
+
+// text reads a string's text up to its closing quote, which it reads too.
+// Any escape stays in the text, and no field this template reads accepts a
+// backslash: such a line is left to the general path.
+func (c *cursor) text() []byte {
+	if !c.ok {
+		return nil
+	}
+	// The fields are short: eight bytes at a time, as flatString does,
+	// costs less than a call to bytes.IndexByte.
+	j := c.i
+	for ; j+8 <= len(c.b); j += 8 {
+		if q := quoteBytes(binary.LittleEndian.Uint64(c.b[j:])); q != 0 {
+			j += bits.TrailingZeros64(q) / 8
+			s := c.b[c.i:j]
+			c.i = j + 1
+			return s
+		}
+	}
+	for ; j < len(c.b); j++ {
+		if c.b[j] == '"' {
+			s := c.b[c.i:j]
+			c.i = j + 1
+			return s
+		}
+	}
+	c.ok = false
+	return nil
+}
+
+// quoteBytes flags (in its high bit) each byte of x that is a quote; only
+// the lowest flag is exact, as in stopBytes.
+func quoteBytes(x uint64) uint64 {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	q := x ^ (ones * '"')
+	return (q - ones) &^ q & highs
+}
+
+// name reads a string that must be one of the names of t and returns its
+// index, or 0.
+func (c *cursor) name(t *names) int {
+	s := c.text()
+	if len(s) > 7 {
+		c.ok = false
+		return 0
+	}
+	k := pack(s)
+	for i := 1; i < len(t); i++ {
+		if t[i] == k {
+			return i
+		}
+	}
+	c.ok = false
+	return 0
+}
+
+// names holds a list of names (modes, protocols, scans) of at most 7 bytes
+// as numbers, each compared in one instruction.
+type names [8]uint64
+
+func packNames(list []string) *names {
+	var t names
+	for i := range t {
+		t[i] = 1 << 63 // no text packs to this: index 0 (none) and unused entries never match
+	}
+	for i := 1; i < len(list); i++ {
+		t[i] = pack([]byte(list[i]))
+	}
+	return &t
+}
+
+// pack is s, at most 7 bytes, as a number, its length in the top byte so
+// that a name never equals a longer text padded with NUL bytes.
+func pack(s []byte) uint64 {
+	x := uint64(len(s)) << 56
+	for i, c := range s {
+		x |= uint64(c) << (8 * i)
+	}
+	return x
+}
+
+var modeTable, protoTable, scanTable = packNames(modeNames[:]), packNames(protoNames[:]), packNames(scanNames[:])
+
+func (c *cursor) addr() netip.Addr {
+	s := c.text()
+	if !c.ok {
+		return netip.Addr{}
+	}
+	a, err := parseAddr(s)
+	if err != nil {
+		c.ok = false
+	}
+	return a
+}
+
+// port reads a port number as JSON writes it: no sign, no leading zero.
+func (c *cursor) port() uint16 {
+	if !c.ok {
+		return 0
+	}
+	n, j := 0, c.i
+	for ; j < len(c.b) && j-c.i < 6 && c.b[j] >= '0' && c.b[j] <= '9'; j++ {
+		n = n*10 + int(c.b[j]-'0')
+	}
+	if d := j - c.i; d == 0 || d > 5 || d > 1 && c.b[c.i] == '0' || n > 65535 {
+		c.ok = false
+		return 0
+	}
+	c.i = j
+	return uint16(n)
+}
+
+// isFlag reports whether f is a TCP flag's letter.
+func isFlag(f byte) bool { return bytes.IndexByte([]byte("FSRPAUEC"), f) >= 0 }
+
+// usualFlags are the flags of the probes the sensors see most: reading
+// them allocates nothing.
+var usualFlags = [...]string{"S", "F", "", "FPU", "SF", "U", "P"}
+
+// internFlags returns flags as a string, shared when it is a usual one.
+func internFlags(flags []byte) string {
+	for _, u := range usualFlags {
+		if u == string(flags) {
+			return u
+		}
+	}
+	return string(flags)
+}

@@ -1,0 +1,108 @@
+package event
+
+import (
+	"bufio"
+	"net/netip"
+	"os"
+	"testing"
+	"time"
+)
+
+// TestDecodeHitTakesAppended: every hit Append writes is read by the
+// template, to the event written; otherwise a flood would silently take the
+// slower path.
+func TestDecodeHitTakesAppended(t *testing.T) {
+	at := time.Date(2026, 11, 24, 14, 29, 45, 57153000, time.UTC)
+	hits := []Event{
+		{Kind: KindHit, Time: at, Sensor: "ps-sniff", Mode: ModeATCP, Proto: ProtoTCP, Src: netip.MustParseAddr("198.18.0.1"), Sport: 41234, Dst: netip.MustParseAddr("198.18.0.2"), Dport: 21, Scan: ScanSYN, Flags: "S"},
+		{Kind: KindHit, Time: at.Truncate(time.Second), Sensor: "ps-listen", Mode: ModeUDP, Proto: ProtoUDP, Src: netip.MustParseAddr("2001:db8::1"), Sport: 0, Dst: netip.MustParseAddr("2001:db8::2"), Dport: 65535, Scan: ScanUDP},
+		{Kind: KindHit, Time: MinTime, Sensor: "ps-sniff", Mode: ModeSTCP, Proto: ProtoTCP, Src: netip.MustParseAddr("2001:db8:853b:797e:2e9b:79db:553:9b95"), Sport: 9, Dst: netip.MustParseAddr("2001:db8::2"), Dport: 10, Scan: ScanXmas, Flags: "FPU"},
+		{Kind: KindHit, Time: MaxTime.Add(-time.Nanosecond), Sensor: "ps-sniff", Mode: ModeATCP, Proto: ProtoTCP, Src: netip.MustParseAddr("100.64.0.1"), Sport: 1, Dst: netip.MustParseAddr("198.18.0.2"), Dport: 1, Scan: ScanOther, Flags: "SAEC"},
+		{Kind: KindHit, Time: at, Sensor: "ps-sniff", Mode: ModeAUDP, Proto: ProtoUDP, Src: netip.MustParseAddr("198.18.0.1"), Sport: 100, Dst: netip.MustParseAddr("198.18.0.2"), Dport: 1000, Scan: ScanUDP},
+	}
+	for _, want := range hits {
+		line := Append(nil, &want)
+		var got Event
+		if !decodeHit(&got, line[:len(line)-1]) {
+			t.Errorf("template refused %s", line)
+			continue
+		}
+		if got != want {
+			t.Errorf("template read %s as %+v, want %+v", line, got, want)
+		}
+	}
+}
+
+// TestDecodeHitLeavesOthers: lines off the template, valid or not, are left
+// to the general path, which reads them as before.
+func TestDecodeHitLeavesOthers(t *testing.T) {
+	const ok = `{"v":1,"kind":"hit","time":"2026-11-24T14:29:45Z","sensor":"ps-sniff","mode":"atcp","proto":"tcp","src":"198.18.0.1","sport":41234,"dst":"198.18.0.2","dport":21,"scan":"syn","flags":"S"}`
+	tests := []struct {
+		line  string
+		valid bool // for the general path
+	}{
+		{`{"v":1, "kind":"hit","time":"2026-11-24T14:29:45Z","sensor":"ps-sniff","mode":"atcp","proto":"tcp","src":"198.18.0.1","sport":41234,"dst":"198.18.0.2","dport":21,"scan":"syn","flags":"S"}`, true},
+		{`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45Z","mode":"atcp","sensor":"ps-sniff","proto":"tcp","src":"198.18.0.1","sport":41234,"dst":"198.18.0.2","dport":21,"scan":"syn","flags":"S"}`, true},
+		{ok + "\r", true},
+		{ok + " ", true},
+		{`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45+00:00","sensor":"ps-sniff","mode":"atcp","proto":"tcp","src":"198.18.0.1","sport":41234,"dst":"198.18.0.2","dport":21,"scan":"syn","flags":"S"}`, true},
+		{`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45Z","sensor":"my-sensor","mode":"atcp","proto":"tcp","src":"198.18.0.1","sport":41234,"dst":"198.18.0.2","dport":21,"scan":"syn","flags":"S"}`, true},
+		{`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45Z","sensor":"ps-sniff","mode":"atcp","proto":"tcp","src":"198.18.0.1","sport":41234,"dst":"198.18.0.2","dport":21,"scan":"syn","flags":"S","extra":1}`, true},
+		{`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45Z","sensor":"ps-sn\u0069ff","mode":"atcp","proto":"tcp","src":"198.18.0.1","sport":41234,"dst":"198.18.0.2","dport":21,"scan":"syn","flags":"S"}`, true},
+		{`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45Z","sensor":"ps-sniff","mode":"atcp","proto":"tcp","src":"198.18.0.1","sport":1e3,"dst":"198.18.0.2","dport":21,"scan":"syn","flags":"S"}`, false},
+		{`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45Z","sensor":"ps-sniff","mode":"atcp","proto":"tcp","src":"198.18.0.1","sport":041,"dst":"198.18.0.2","dport":21,"scan":"syn","flags":"S"}`, false},
+		{`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45Z","sensor":"ps-sniff","mode":"atcp","proto":"tcp","src":"198.18.0.1","sport":65536,"dst":"198.18.0.2","dport":21,"scan":"syn","flags":"S"}`, false},
+		{`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45Z","sensor":"ps-sniff","mode":"atcp","proto":"udp","src":"198.18.0.1","sport":41234,"dst":"198.18.0.2","dport":21,"scan":"syn","flags":"S"}`, false},
+		{`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45Z","sensor":"ps-sniff","mode":"audp","proto":"udp","src":"198.18.0.1","sport":41234,"dst":"198.18.0.2","dport":21,"scan":"udp","flags":"S"}`, false},
+		{`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45Z","sensor":"ps-sniff","mode":"atcp","proto":"tcp","src":"198.18.0.1","sport":41234,"dst":"2001:db8::2","dport":21,"scan":"syn","flags":"S"}`, false},
+		{`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45Z","sensor":"ps-sniff","mode":"atcp","proto":"tcp","src":"fe80::1%eth0","sport":41234,"dst":"2001:db8::2","dport":21,"scan":"syn","flags":"S"}`, false},
+		{`{"v":1,"kind":"hit","time":"2200-01-01T00:00:00Z","sensor":"ps-sniff","mode":"atcp","proto":"tcp","src":"198.18.0.1","sport":41234,"dst":"198.18.0.2","dport":21,"scan":"syn","flags":"S"}`, false},
+		{`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45Z","sensor":"ps-sniff","mode":"atcp","proto":"tcp","src":"198.18.0.1","sport":41234,"dst":"198.18.0.2","dport":21,"scan":"syn","flags":"SX"}`, false},
+		{`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45Z","sensor":"ps-sniff","mode":"atcp","proto":"tcp","src":"198.18.0.1","sport":41234,"dst":"198.18.0.2","dport":21,"scan":"syn","flags":"S"}}`, false},
+		{`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45Z","sensor":"ps-sniff","mode":"atcp","proto":"tcp","src":"198.18.0.1","sport":41234,"dst":"198.18.0.2","dport":21,"scan":"none"}`, false},
+		{`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45Z","sensor":"ps-sniff","mode":"","proto":"tcp","src":"198.18.0.1","sport":41234,"dst":"198.18.0.2","dport":21,"scan":"syn"}`, false},
+		{`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45Z","sensor":"ps-sniff","mode":"atcp\u0000","proto":"tcp","src":"198.18.0.1","sport":41234,"dst":"198.18.0.2","dport":21,"scan":"syn"}`, false},
+		{"{\"v\":1,\"kind\":\"hit\",\"time\":\"2026-11-24T14:29:45Z\",\"sensor\":\"ps-sniff\",\"mode\":\"udp\x00\x00\x00\x00\",\"proto\":\"udp\",\"src\":\"198.18.0.1\",\"sport\":41234,\"dst\":\"198.18.0.2\",\"dport\":21,\"scan\":\"udp\"}", false},
+		{`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45Z","sensor":"ps-sniff","mode":"atcp","proto":"tcp","src":"198.18.0.1","sport":41234,"dst":"198.18.0.2","dport":21,"scan":"syn","flags":"S"`, false},
+	}
+	for _, tt := range tests {
+		var e Event
+		if decodeHit(&e, []byte(tt.line)) {
+			t.Errorf("template took %s", tt.line)
+		}
+		if e != (Event{}) {
+			t.Errorf("template left %+v from %s", e, tt.line)
+		}
+		if _, err := Decode([]byte(tt.line)); (err == nil) != tt.valid {
+			t.Errorf("Decode(%s) = %v, want valid %v", tt.line, err, tt.valid)
+		}
+	}
+}
+
+// FuzzDecodeHit: a line the template takes, the general path reads to the
+// same event.
+func FuzzDecodeHit(f *testing.F) {
+	file, err := os.Open("testdata/valid.txt")
+	if err != nil {
+		f.Fatal(err)
+	}
+	sc := bufio.NewScanner(file)
+	for sc.Scan() {
+		f.Add(sc.Bytes())
+	}
+	file.Close()
+	f.Add([]byte(`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45.1Z","sensor":"ps-sniff","mode":"atcp","proto":"tcp","src":"2001:DB8::0:1","sport":0,"dst":"2001:db8::2","dport":9,"scan":"fin","flags":"F"}`))
+	f.Fuzz(func(t *testing.T, line []byte) {
+		var fast Event
+		if !decodeHit(&fast, line) {
+			return
+		}
+		var slow Event
+		if err := decodeFields(&slow, line); err != nil {
+			t.Fatalf("template took what the general path refuses (%v): %q", err, line)
+		}
+		if fast != slow {
+			t.Fatalf("template read %+v, the general path %+v, from %q", fast, slow, line)
+		}
+	})
+}
