@@ -202,6 +202,7 @@ type judgeStage struct {
 	trigger int // SCAN_TRIGGER, for the log
 	out     *transport.Sink
 
+	dec     event.Decoder
 	ev      event.Event
 	verdict judge.Verdict
 	buf     []byte
@@ -226,7 +227,7 @@ func (j *judgeStage) Line(origin string, n int, data []byte, err error) {
 	}
 	j.lines++
 	if err == nil {
-		err = event.DecodeInto(&j.ev, data)
+		err = j.dec.Decode(&j.ev, data)
 	}
 	if err != nil {
 		j.reject(origin, n, err)

@@ -23,22 +23,32 @@ import (
 // then checked by the same field rules, so both paths accept the same lines.
 func Decode(line []byte) (Event, error) {
 	var e Event
-	err := decodeInto(&e, line)
+	err := DecodeInto(&e, line)
 	return e, err
 }
 
 // DecodeInto is Decode into an Event the caller reuses.
 func DecodeInto(e *Event, line []byte) error {
-	*e = Event{}
-	return decodeInto(e, line)
+	var d Decoder
+	return d.Decode(e, line)
 }
 
-func decodeInto(e *Event, line []byte) error {
+// Decoder is DecodeInto for a stage that reads many lines: it keeps the
+// last second and addresses it read, which the hits of a flood share (one
+// destination, one second for a thousand lines). The zero Decoder is ready.
+type Decoder struct {
+	second   secondCache
+	src, dst addrCache
+}
+
+// Decode is DecodeInto.
+func (d *Decoder) Decode(e *Event, line []byte) error {
+	*e = Event{}
 	line = bytes.TrimSuffix(line, []byte("\n"))
 	if len(line) >= MaxLine {
 		return fmt.Errorf("line too long: %d bytes, at most %d", len(line)+1, MaxLine)
 	}
-	if decodeHit(e, line) {
+	if d.decodeHit(e, line) {
 		return nil
 	}
 	return decodeFields(e, line)
@@ -261,7 +271,7 @@ func scanFlat(b []byte, f *fields) (bool, error) {
 
 // flatString reads the string starting at the quote b[i]. ok is false when it
 // holds an escape, a control character or a byte above 0x7f (UTF-8, which
-// decodeInto checks only for the lines the fast path leaves), which the
+// decodeFields checks only for the lines the fast path leaves), which the
 // general parser judges.
 func flatString(b []byte, i int) (s []byte, next int, ok bool) {
 	j := i + 1
@@ -308,22 +318,20 @@ var stringStop = func() (t [256]bool) {
 // parseUTC is the fast path for the one form the stages write,
 // YYYY-MM-DDTHH:MM:SS[.fraction]Z. It refuses anything else, including
 // out-of-range fields, which time.Time.UnmarshalText then judges.
-func parseUTC(b []byte) (time.Time, bool) {
-	if len(b) < 20 || b[4] != '-' || b[7] != '-' || b[10] != 'T' || b[13] != ':' || b[16] != ':' || b[len(b)-1] != 'Z' {
-		return time.Time{}, false
-	}
-	num := func(s []byte) int {
-		n := 0
-		for _, c := range s {
-			if c < '0' || c > '9' {
-				return -1
-			}
-			n = n*10 + int(c-'0')
-		}
-		return n
-	}
-	y, mo, d, h, mi, sec := num(b[0:4]), num(b[5:7]), num(b[8:10]), num(b[11:13]), num(b[14:16]), num(b[17:19])
-	if y < 0 || mo < 1 || mo > 12 || d < 1 || h < 0 || h > 23 || mi < 0 || mi > 59 || sec < 0 || sec > 59 {
+func parseUTC(b []byte) (time.Time, bool) { return (*secondCache)(nil).parseUTC(b) }
+
+// secondCache keeps the last second parseUTC read, whose text the next
+// lines of a flood share.
+type secondCache struct {
+	text [len("2006-01-02T15:04:05")]byte
+	unix int64
+	set  bool
+}
+
+// parseUTC is the package's parseUTC, with c, if not nil, consulted and
+// updated.
+func (c *secondCache) parseUTC(b []byte) (time.Time, bool) {
+	if len(b) < 20 || b[len(b)-1] != 'Z' {
 		return time.Time{}, false
 	}
 	ns := 0
@@ -331,18 +339,53 @@ func parseUTC(b []byte) (time.Time, bool) {
 		if frac[0] != '.' || len(frac) < 2 || len(frac) > 10 {
 			return time.Time{}, false
 		}
-		if ns = num(frac[1:]); ns < 0 {
+		if ns = decimal(frac[1:]); ns < 0 {
 			return time.Time{}, false
 		}
 		for i := len(frac) - 1; i < 9; i++ {
 			ns *= 10
 		}
 	}
-	leap := y%4 == 0 && (y%100 != 0 || y%400 == 0)
-	if d > 28 && d > daysIn(mo, leap) {
+	if c != nil && c.set && string(b[:19]) == string(c.text[:]) {
+		return time.Unix(c.unix, int64(ns)).UTC(), true
+	}
+	unix, ok := parseSecond(b[:19])
+	if !ok {
 		return time.Time{}, false
 	}
-	return time.Unix(daysFromCivil(y, mo, d)*86400+int64(h*3600+mi*60+sec), int64(ns)).UTC(), true
+	if c != nil {
+		copy(c.text[:], b[:19])
+		c.unix, c.set = unix, true
+	}
+	return time.Unix(unix, int64(ns)).UTC(), true
+}
+
+// parseSecond reads YYYY-MM-DDTHH:MM:SS as unix seconds.
+func parseSecond(b []byte) (int64, bool) {
+	if b[4] != '-' || b[7] != '-' || b[10] != 'T' || b[13] != ':' || b[16] != ':' {
+		return 0, false
+	}
+	y, mo, d, h, mi, sec := decimal(b[0:4]), decimal(b[5:7]), decimal(b[8:10]), decimal(b[11:13]), decimal(b[14:16]), decimal(b[17:19])
+	if y < 0 || mo < 1 || mo > 12 || d < 1 || h < 0 || h > 23 || mi < 0 || mi > 59 || sec < 0 || sec > 59 {
+		return 0, false
+	}
+	leap := y%4 == 0 && (y%100 != 0 || y%400 == 0)
+	if d > 28 && d > daysIn(mo, leap) {
+		return 0, false
+	}
+	return daysFromCivil(y, mo, d)*86400 + int64(h*3600+mi*60+sec), true
+}
+
+// decimal reads digits only, or returns -1.
+func decimal(s []byte) int {
+	n := 0
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return -1
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n
 }
 
 func daysIn(month int, leap bool) int {

@@ -144,9 +144,10 @@ func TestHitDecodeAllocs(t *testing.T) {
 func BenchmarkDecodeHit(b *testing.B) {
 	line := []byte(`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45.057153Z","sensor":"ps-sniff","mode":"atcp","proto":"tcp","src":"198.18.0.1","sport":41234,"dst":"198.18.0.2","dport":21,"scan":"syn","flags":"S"}` + "\n")
 	var e Event
+	var d Decoder
 	b.SetBytes(int64(len(line)))
 	for b.Loop() {
-		if err := DecodeInto(&e, line); err != nil {
+		if err := d.Decode(&e, line); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -1,79 +1,102 @@
 package event
 
 import (
-	"bytes"
 	"encoding/binary"
 	"math/bits"
 	"net/netip"
 )
 
-// hitHead is how Append begins every hit line.
-const hitHead = `{"v":1,"kind":"hit","time":"`
-
 // decodeHit reads a hit line written exactly as Append writes one (its keys
 // in Append's order, no spaces, no escapes) straight into e, as a template
 // is matched: no key is looked up and no field is kept for later checks. A
 // flood of hits is almost all such lines, and this costs a fraction of the
-// general path. For any other line it returns false and leaves e alone; the
-// general path then reads it and gives the error, if any. A line it takes,
+// general path. e must be zero; for any other line it returns false and
+// leaves e zero, and the general path then reads the line and gives the
+// error, if any. A line it takes,
 // the general path reads to the same event (FuzzDecodeHit).
-func decodeHit(e *Event, b []byte) bool {
-	if !bytes.HasPrefix(b, []byte(hitHead)) {
-		return false
-	}
-	c := cursor{b: b, i: len(hitHead), ok: true}
-	t, ok := parseUTC(c.text())
+func (d *Decoder) decodeHit(e *Event, b []byte) bool {
+	c := cursor{b: b, ok: true}
+	c.lit(&litHead)
+	c.lit(&litHit)
+	t, ok := d.second.parseUTC(c.text())
 	if !ok || t.Before(MinTime) || !t.Before(MaxTime) {
 		return false
 	}
-	var h Event
+	// Decode gave e zeroed: it is filled in place, and zeroed again if
+	// the line is off the template.
+	h := e
 	h.Kind, h.Time = KindHit, t
-	c.lit(`,"sensor":"`)
+	c.lit(&litSensor)
 	switch s := c.text(); string(s) {
 	case "ps-sniff":
 		h.Sensor = "ps-sniff"
 	case "ps-listen":
 		h.Sensor = "ps-listen"
 	default:
-		return false
+		c.ok = false
 	}
-	c.lit(`,"mode":"`)
+	c.lit(&litMode)
 	h.Mode = Mode(c.name(modeTable))
-	c.lit(`,"proto":"`)
+	c.lit(&litProto)
 	if h.Proto = Proto(c.name(protoTable)); h.Proto != h.Mode.Proto() {
-		return false
+		c.ok = false
 	}
-	c.lit(`,"src":"`)
-	h.Src = c.addr()
-	c.lit(`,"sport":`)
+	c.lit(&litSrc)
+	h.Src = c.addr(&d.src)
+	c.lit(&litSport)
 	h.Sport = c.port()
-	c.lit(`,"dst":"`)
-	h.Dst = c.addr()
-	c.lit(`,"dport":`)
+	c.lit(&litDst)
+	h.Dst = c.addr(&d.dst)
+	c.lit(&litDport)
 	h.Dport = c.port()
-	c.lit(`,"scan":"`)
+	c.lit(&litScan)
 	h.Scan = Scan(c.name(scanTable))
-	if c.rest(`}`) {
-		// Append writes no flags when there are none.
-	} else {
-		c.lit(`,"flags":"`)
+	if c.ok && c.i < len(b) && b[c.i] != '}' {
+		// Append writes flags only when there are some.
+		c.lit(&litFlags)
 		flags := c.text()
-		c.lit(`}`)
 		if len(flags) > 0 && h.Proto != ProtoTCP {
-			return false
+			c.ok = false
 		}
 		for _, f := range flags {
 			if !isFlag(f) {
-				return false
+				c.ok = false
 			}
 		}
 		h.Flags = internFlags(flags)
 	}
-	if !c.ok || c.i != len(b) || h.Mode == ModeNone || h.Scan == ScanNone || h.Src.Is4() != h.Dst.Is4() {
+	if !c.ok || c.i != len(b)-1 || b[c.i] != '}' || h.Mode == ModeNone || h.Scan == ScanNone || h.Src.Is4() != h.Dst.Is4() {
+		*e = Event{}
 		return false
 	}
-	*e = h
 	return true
+}
+
+// The template's literals, in the order Append writes them.
+var (
+	litHead   = literal(`{"v":1,"kind":"`)
+	litHit    = literal(`hit","time":"`)
+	litSensor = literal(`,"sensor":"`)
+	litMode   = literal(`,"mode":"`)
+	litProto  = literal(`,"proto":"`)
+	litSrc    = literal(`,"src":"`)
+	litSport  = literal(`,"sport":`)
+	litDst    = literal(`,"dst":"`)
+	litDport  = literal(`,"dport":`)
+	litScan   = literal(`,"scan":"`)
+	litFlags  = literal(`,"flags":"`)
+)
+
+// word is a literal of 8 to 16 bytes as its first and last eight bytes
+// (which overlap when it is shorter than 16): matching it costs two loads
+// and two compares, not a call.
+type word struct {
+	first, last uint64
+	n           int
+}
+
+func literal(s string) word {
+	return word{binary.LittleEndian.Uint64([]byte(s)), binary.LittleEndian.Uint64([]byte(s[len(s)-8:])), len(s)}
 }
 
 // cursor walks a line that must follow a template. Once a step fails, ok is
@@ -85,20 +108,14 @@ type cursor struct {
 	ok bool
 }
 
-// lit reads s.
-func (c *cursor) lit(s string) {
-	if !c.rest(s) {
+// lit reads w.
+func (c *cursor) lit(w *word) {
+	if !c.ok || len(c.b)-c.i < w.n ||
+		binary.LittleEndian.Uint64(c.b[c.i:]) != w.first || binary.LittleEndian.Uint64(c.b[c.i+w.n-8:]) != w.last {
 		c.ok = false
+		return
 	}
-}
-
-// rest reads s if it comes next.
-func (c *cursor) rest(s string) bool {
-	if !c.ok || !bytes.HasPrefix(c.b[c.i:], []byte(s)) {
-		return false
-	}
-	c.i += len(s)
-	return true
+	c.i += w.n
 }
 
 // text reads a string's text up to its closing quote, which it reads too.
@@ -183,16 +200,38 @@ func pack(s []byte) uint64 {
 
 var modeTable, protoTable, scanTable = packNames(modeNames[:]), packNames(protoNames[:]), packNames(scanNames[:])
 
-func (c *cursor) addr() netip.Addr {
+func (c *cursor) addr(cache *addrCache) netip.Addr {
 	s := c.text()
 	if !c.ok {
 		return netip.Addr{}
 	}
+	a, ok := cache.parse(s)
+	c.ok = ok
+	return a
+}
+
+// addrCache keeps the last address text parsed and what it gave.
+type addrCache struct {
+	text [45]byte // the longest IPv6 text without a zone
+	n    uint8
+	a    netip.Addr
+}
+
+// parse is parseAddr, consulting and updating c. Only addresses are kept:
+// a text that is none is parsed again each time.
+func (c *addrCache) parse(s []byte) (netip.Addr, bool) {
+	if c.n > 0 && string(s) == string(c.text[:c.n]) {
+		return c.a, true
+	}
 	a, err := parseAddr(s)
 	if err != nil {
-		c.ok = false
+		return netip.Addr{}, false
 	}
-	return a
+	if len(s) <= len(c.text) {
+		c.n = uint8(copy(c.text[:], s))
+		c.a = a
+	}
+	return a, true
 }
 
 // port reads a port number as JSON writes it: no sign, no leading zero.
@@ -213,7 +252,13 @@ func (c *cursor) port() uint16 {
 }
 
 // isFlag reports whether f is a TCP flag's letter.
-func isFlag(f byte) bool { return bytes.IndexByte([]byte("FSRPAUEC"), f) >= 0 }
+func isFlag(f byte) bool {
+	switch f {
+	case 'F', 'S', 'R', 'P', 'A', 'U', 'E', 'C':
+		return true
+	}
+	return false
+}
 
 // usualFlags are the flags of the probes the sensors see most: reading
 // them allocates nothing.

@@ -2,6 +2,7 @@ package event
 
 import (
 	"bufio"
+	"bytes"
 	"net/netip"
 	"os"
 	"testing"
@@ -23,7 +24,8 @@ func TestDecodeHitTakesAppended(t *testing.T) {
 	for _, want := range hits {
 		line := Append(nil, &want)
 		var got Event
-		if !decodeHit(&got, line[:len(line)-1]) {
+		var d Decoder
+		if !d.decodeHit(&got, line[:len(line)-1]) {
 			t.Errorf("template refused %s", line)
 			continue
 		}
@@ -67,7 +69,8 @@ func TestDecodeHitLeavesOthers(t *testing.T) {
 	}
 	for _, tt := range tests {
 		var e Event
-		if decodeHit(&e, []byte(tt.line)) {
+		var d Decoder
+		if d.decodeHit(&e, []byte(tt.line)) {
 			t.Errorf("template took %s", tt.line)
 		}
 		if e != (Event{}) {
@@ -80,29 +83,39 @@ func TestDecodeHitLeavesOthers(t *testing.T) {
 }
 
 // FuzzDecodeHit: a line the template takes, the general path reads to the
-// same event.
+// same event, whatever line the same Decoder read before it (its caches).
 func FuzzDecodeHit(f *testing.F) {
 	file, err := os.Open("testdata/valid.txt")
 	if err != nil {
 		f.Fatal(err)
 	}
+	var lines [][]byte
 	sc := bufio.NewScanner(file)
 	for sc.Scan() {
-		f.Add(sc.Bytes())
+		lines = append(lines, bytes.Clone(sc.Bytes()))
 	}
 	file.Close()
-	f.Add([]byte(`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45.1Z","sensor":"ps-sniff","mode":"atcp","proto":"tcp","src":"2001:DB8::0:1","sport":0,"dst":"2001:db8::2","dport":9,"scan":"fin","flags":"F"}`))
-	f.Fuzz(func(t *testing.T, line []byte) {
-		var fast Event
-		if !decodeHit(&fast, line) {
-			return
+	lines = append(lines, []byte(`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45.1Z","sensor":"ps-sniff","mode":"atcp","proto":"tcp","src":"2001:DB8::0:1","sport":0,"dst":"2001:db8::2","dport":9,"scan":"fin","flags":"F"}`))
+	for _, a := range lines {
+		for _, b := range lines[:2] {
+			f.Add(a, b)
+			f.Add(b, a)
 		}
-		var slow Event
-		if err := decodeFields(&slow, line); err != nil {
-			t.Fatalf("template took what the general path refuses (%v): %q", err, line)
-		}
-		if fast != slow {
-			t.Fatalf("template read %+v, the general path %+v, from %q", fast, slow, line)
+	}
+	f.Fuzz(func(t *testing.T, first, second []byte) {
+		var d Decoder
+		for _, line := range [][]byte{first, second} {
+			var fast Event
+			if !d.decodeHit(&fast, line) {
+				continue
+			}
+			var slow Event
+			if err := decodeFields(&slow, line); err != nil {
+				t.Fatalf("template took what the general path refuses (%v): %q", err, line)
+			}
+			if fast != slow {
+				t.Fatalf("template read %+v, the general path %+v, from %q", fast, slow, line)
+			}
 		}
 	})
 }

@@ -48,13 +48,56 @@ var builtin = []Protection{
 	{netip.MustParsePrefix("255.255.255.255/32"), "the broadcast address"},
 }
 
+// byteSet holds values of one byte of addresses, IPv4 and IPv6 apart. It
+// filters lookups: an address whose byte is not in the set cannot be in
+// the list the set was made from, so a flood of such addresses costs one
+// load each, and the others are looked up as before. A filter changes the
+// cost of Refuse, never its answer.
+type byteSet [2][4]uint64
+
+func (s *byteSet) add(fam int, v byte) { s[fam][v/64] |= 1 << (v % 64) }
+
+func (s *byteSet) has(fam int, v byte) bool { return s[fam][v/64]&(1<<(v%64)) != 0 }
+
+func family(a netip.Addr) int {
+	if a.Is4() {
+		return 0
+	}
+	return 1
+}
+
+func firstByte(a netip.Addr) byte {
+	if a.Is4() {
+		return a.As4()[0]
+	}
+	return a.As16()[0]
+}
+
+func lastByte(a netip.Addr) byte { return a.As16()[15] }
+
+// builtinFirst holds the first bytes of the addresses builtin holds.
+var builtinFirst = func() (s byteSet) {
+	for _, p := range builtin {
+		a := p.Prefix.Masked().Addr()
+		free := 0
+		if p.Prefix.Bits() < 8 {
+			free = 1<<(8-p.Prefix.Bits()) - 1
+		}
+		for v := int(firstByte(a)); v <= int(firstByte(a))|free; v++ {
+			s.add(family(a), byte(v))
+		}
+	}
+	return s
+}()
+
 // Set answers Refuse. It is immutable once built: a change (a new ignore
 // file, an address added to an interface) builds a new Set.
 type Set struct {
-	ignore  *ignore.List
-	protect []netip.Prefix
-	special map[netip.Addr]string // single addresses of the host and its subnets
-	order   []netip.Addr          // special's keys in the order added, for Protections
+	ignore      *ignore.List
+	protect     []netip.Prefix
+	special     map[netip.Addr]string // single addresses of the host and its subnets
+	specialLast byteSet               // the last bytes of special's addresses
+	order       []netip.Addr          // special's keys in the order added, for Protections
 }
 
 // New builds a Set. Any argument may be nil.
@@ -68,6 +111,7 @@ func New(ign *ignore.List, protect []netip.Prefix, sys *System) *Set {
 		if _, dup := s.special[a]; !dup {
 			s.special[a] = why
 			s.order = append(s.order, a)
+			s.specialLast.add(family(a), lastByte(a))
 		}
 	}
 	for _, a := range sys.Own {
@@ -121,16 +165,20 @@ func (s *Set) Refuse(a netip.Addr) string {
 	if !a.IsValid() {
 		return "not a valid address"
 	}
-	for _, p := range builtin {
-		if p.Prefix.Contains(a) {
-			return p.Why
+	if builtinFirst.has(family(a), firstByte(a)) {
+		for _, p := range builtin {
+			if p.Prefix.Contains(a) {
+				return p.Why
+			}
 		}
 	}
 	if s == nil {
 		return ""
 	}
-	if why, ok := s.special[a]; ok {
-		return why
+	if s.specialLast.has(family(a), lastByte(a)) {
+		if why, ok := s.special[a]; ok {
+			return why
+		}
 	}
 	if s.ignore.Contains(a) {
 		return whyIgnored

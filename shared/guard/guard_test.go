@@ -94,6 +94,15 @@ func TestProtectionsAreRefuse(t *testing.T) {
 	for i := range 2000 { // and a spread of others
 		probe = append(probe, netip.AddrFrom4([4]byte{198, 18, byte(i >> 3), byte(i * 37)}))
 	}
+	// Every first and last byte, at the ends of their ranges: Refuse
+	// filters on both.
+	for b := range 256 {
+		v := byte(b)
+		probe = append(probe, netip.AddrFrom4([4]byte{v, 0, 0, 0}), netip.AddrFrom4([4]byte{v, 255, 255, 255}),
+			netip.AddrFrom4([4]byte{198, 18, 0, v}), netip.AddrFrom16([16]byte{v}),
+			netip.AddrFrom16([16]byte{v, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255}),
+			netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: v}))
+	}
 	for _, a := range probe {
 		want := ""
 		for _, p := range ps {
