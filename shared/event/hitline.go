@@ -217,14 +217,14 @@ type addrCache struct {
 	a    netip.Addr
 }
 
-// parse is parseAddr, consulting and updating c. Only addresses are kept:
+// parse is scanAddr, consulting and updating c. Only addresses are kept:
 // a text that is none is parsed again each time.
 func (c *addrCache) parse(s []byte) (netip.Addr, bool) {
 	if c.n > 0 && string(s) == string(c.text[:c.n]) {
 		return c.a, true
 	}
-	a, err := parseAddr(s)
-	if err != nil {
+	a, ok := scanAddr(s)
+	if !ok {
 		return netip.Addr{}, false
 	}
 	if len(s) <= len(c.text) {

@@ -1,0 +1,139 @@
+package event
+
+import "net/netip"
+
+// scanAddr reads an IPv4 or IPv6 address without a zone, as
+// netip.ParseAddr does (the same texts, the same address), IPv4-mapped
+// ones unmapped. It is the hit template's parser: a flood of spoofed
+// sources is one address to parse per line, and a table of hex digits with
+// no error to build costs half of netip's. FuzzScanAddr holds it to netip.
+func scanAddr(s []byte) (netip.Addr, bool) {
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '.':
+			var ip [4]byte
+			if !scanIPv4(s, ip[:]) {
+				return netip.Addr{}, false
+			}
+			return netip.AddrFrom4(ip), true
+		case ':':
+			return scanIPv6(s)
+		case '%':
+			return netip.Addr{}, false
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// scanIPv4 reads dotted decimal into ip: four fields of 0 to 255, no
+// leading zero.
+func scanIPv4(s []byte, ip []byte) bool {
+	val, pos, digits := 0, 0, 0
+	for i, c := range s {
+		switch {
+		case c >= '0' && c <= '9':
+			if digits == 1 && val == 0 {
+				return false
+			}
+			val = val*10 + int(c-'0')
+			digits++
+			if val > 255 {
+				return false
+			}
+		case c == '.':
+			if i == 0 || i == len(s)-1 || s[i-1] == '.' || pos == 3 {
+				return false
+			}
+			ip[pos] = byte(val)
+			pos++
+			val, digits = 0, 0
+		default:
+			return false
+		}
+	}
+	if pos < 3 {
+		return false
+	}
+	ip[3] = byte(val)
+	return true
+}
+
+// hexDigit is each byte's value as a hex digit, or 0xff.
+var hexDigit = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xff
+	}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = byte(c - '0')
+	}
+	for c := 'a'; c <= 'f'; c++ {
+		t[c], t[c-'a'+'A'] = byte(c-'a'+10), byte(c-'a'+10)
+	}
+	return t
+}()
+
+// scanIPv6 reads groups of one to four hex digits separated by colons, one
+// "::" standing for at least one group of zeros, and maybe an IPv4 address
+// in place of the last two groups.
+func scanIPv6(s []byte) (netip.Addr, bool) {
+	var ip [16]byte
+	ellipsis := -1 // where "::" is in ip
+	if len(s) >= 2 && s[0] == ':' && s[1] == ':' {
+		ellipsis, s = 0, s[2:]
+		if len(s) == 0 {
+			return netip.IPv6Unspecified(), true
+		}
+	}
+	i := 0
+	for i < 16 {
+		off, acc := 0, 0
+		for ; off < len(s) && off < 5; off++ {
+			d := hexDigit[s[off]]
+			if d == 0xff {
+				break
+			}
+			acc = acc<<4 | int(d)
+		}
+		if off == 0 || off > 4 {
+			return netip.Addr{}, false
+		}
+		if off < len(s) && s[off] == '.' {
+			if ellipsis < 0 && i != 12 || i+4 > 16 || !scanIPv4(s, ip[i:i+4]) {
+				return netip.Addr{}, false
+			}
+			s, i = nil, i+4
+			break
+		}
+		ip[i], ip[i+1] = byte(acc>>8), byte(acc)
+		i += 2
+		if s = s[off:]; len(s) == 0 {
+			break
+		}
+		if s[0] != ':' || len(s) == 1 {
+			return netip.Addr{}, false
+		}
+		if s = s[1:]; s[0] == ':' {
+			if ellipsis >= 0 {
+				return netip.Addr{}, false
+			}
+			ellipsis, s = i, s[1:]
+			if len(s) == 0 {
+				break
+			}
+		}
+	}
+	if len(s) != 0 {
+		return netip.Addr{}, false
+	}
+	if i < 16 {
+		if ellipsis < 0 {
+			return netip.Addr{}, false
+		}
+		n := 16 - i
+		copy(ip[ellipsis+n:], ip[ellipsis:i])
+		clear(ip[ellipsis : ellipsis+n])
+	} else if ellipsis >= 0 {
+		return netip.Addr{}, false
+	}
+	return netip.AddrFrom16(ip).Unmap(), true
+}
