@@ -24,13 +24,15 @@ func genHits(tb testing.TB, args ...string) []byte {
 }
 
 func newStage(out io.Writer, trigger, maxHosts int) *judgeStage {
-	return &judgeStage{
+	j := &judgeStage{
 		log:    alert.NewWriter("ps-judge", io.Discard),
 		guard:  guard.NewKeeper("/nonexistent", []netip.Prefix{netip.MustParsePrefix("198.18.0.2/32")}, func(string, ...any) {}),
 		out:    transport.NewWriter(out),
 		model:  judge.NewTrigger(judge.Settings{ScanTrigger: trigger, BlockTCP: 1, BlockUDP: 1, IdleTimeout: 6 * time.Hour, MaxHosts: maxHosts}),
 		failed: make(chan error, 1),
 	}
+	j.enc.Echo(&j.dec)
+	return j
 }
 
 // BenchmarkReplay replays 100,000 hits from 1,000 scanners through the

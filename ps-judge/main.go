@@ -90,6 +90,7 @@ func run(c *cli.Context) error {
 		}),
 		failed: make(chan error, 1),
 	}
+	j.enc.Echo(&j.dec)
 	if addr := c.String(metrics.FlagName); addr != "" {
 		reg := metrics.NewRegistry()
 		j.m = newJudgeMetrics(reg)

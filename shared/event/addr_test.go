@@ -12,11 +12,12 @@ func FuzzScanAddr(f *testing.F) {
 	for _, s := range []string{"198.18.0.1", "0.0.0.0", "255.255.255.255", "01.2.3.4", "1.2.3", "1.2.3.4.5", "1..2.3", "256.1.1.1",
 		"::", "::1", "2001:db8::2", "2001:db8:853b:797e:2e9b:79db:553:9b95", "2001:DB8::A", "::ffff:198.18.0.1", "::198.18.0.1",
 		"1:2:3:4:5:6:1.2.3.4", "1:2:3:4:5:6:7:1.2.3.4", "1::2::3", "1:2:3:4:5:6:7:8:9", "1:2:3:4:5:6:7::", "::1:2:3:4:5:6:7:8",
-		"12345::", "fe80::1%eth0", "%eth0", ":", ":::", "1:", ":1", "", "1.2.3.4%x", "0:0:0:0:0:ffff:c612:1", "::ffff:1.2.3"} {
+		"12345::", "fe80::1%eth0", "%eth0", ":", ":::", "1:", ":1", "", "1.2.3.4%x", "0:0:0:0:0:ffff:c612:1", "::ffff:1.2.3",
+		"1:0:0:2:0:0:0:3", "1::2:0:0:0:3", "1:0:0:2::3", "1::2:3:4:5:6:7", "1:0:2:3:4:5:6:7", "2001:db8:0::1", "2001:db8::01", "::1:0:0:0:0:0", "1:2:3:4:5:6:7:0"} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, s []byte) {
-		got, ok := scanAddr(s)
+		got, canonical, ok := scanAddr(s)
 		want, err := netip.ParseAddr(string(s))
 		if bytes.IndexByte(s, '%') >= 0 {
 			if ok {
@@ -26,6 +27,9 @@ func FuzzScanAddr(f *testing.F) {
 		}
 		if ok != (err == nil) || ok && got != want.Unmap() {
 			t.Fatalf("scanAddr(%q) = %v, %v; netip: %v, %v", s, got, ok, want, err)
+		}
+		if ok && canonical != (string(s) == got.String()) {
+			t.Fatalf("scanAddr(%q) = %v, its own form %v", s, got, canonical)
 		}
 	})
 }

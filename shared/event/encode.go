@@ -21,7 +21,16 @@ func Append(dst []byte, e *Event) []byte {
 // Encoder is Append for a stage that writes many lines: it keeps the text
 // of the last second it wrote (date and clock) of each time field, which
 // the next lines of a flood share. The zero Encoder is ready.
-type Encoder struct{ time, until clock }
+type Encoder struct {
+	time, until clock
+	echo        *addrCache // see Echo
+}
+
+// Echo makes c write the source address d last read, when c writes it as
+// a target, as the text it was read in if that text is the address's own
+// form: a judge's decision names the source of the hit it just read, and
+// copying the text costs less than writing the address anew.
+func (c *Encoder) Echo(d *Decoder) { c.echo = &d.src }
 
 // clock is the text of one second.
 type clock struct {
@@ -62,7 +71,13 @@ func (c *Encoder) Append(dst []byte, e *Event) []byte {
 		dst = strconv.AppendBool(dst, e.OK)
 		dst = appendString(dst, "detail", truncate(e.Detail, maxDetail))
 	default:
-		dst = appendAddr(dst, "target", e.Target)
+		if k := c.echo; k != nil && k.canonical && k.n > 0 && k.a == e.Target {
+			dst = append(dst, `,"target":"`...)
+			dst = append(dst, k.text[:k.n]...)
+			dst = append(dst, '"')
+		} else {
+			dst = appendAddr(dst, "target", e.Target)
+		}
 		dst = appendName(dst, "mode", e.Mode.String())
 		if e.Host != "" {
 			dst = appendString(dst, "host", e.Host)

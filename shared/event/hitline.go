@@ -212,9 +212,10 @@ func (c *cursor) addr(cache *addrCache) netip.Addr {
 
 // addrCache keeps the last address text parsed and what it gave.
 type addrCache struct {
-	text [45]byte // the longest IPv6 text without a zone
-	n    uint8
-	a    netip.Addr
+	text      [45]byte // the longest IPv6 text without a zone
+	n         uint8
+	canonical bool // text is a's own form
+	a         netip.Addr
 }
 
 // parse is scanAddr, consulting and updating c. Only addresses are kept:
@@ -223,13 +224,13 @@ func (c *addrCache) parse(s []byte) (netip.Addr, bool) {
 	if c.n > 0 && string(s) == string(c.text[:c.n]) {
 		return c.a, true
 	}
-	a, ok := scanAddr(s)
+	a, canonical, ok := scanAddr(s)
 	if !ok {
 		return netip.Addr{}, false
 	}
 	if len(s) <= len(c.text) {
 		c.n = uint8(copy(c.text[:], s))
-		c.a = a
+		c.a, c.canonical = a, canonical
 	}
 	return a, true
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"net/netip"
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -116,6 +117,36 @@ func FuzzDecodeHit(f *testing.F) {
 			if fast != slow {
 				t.Fatalf("template read %+v, the general path %+v, from %q", fast, slow, line)
 			}
+			// A decision about the source, written by an Encoder that
+			// echoes the text read, is the line Append writes.
+			var enc Encoder
+			enc.Echo(&d)
+			block := Event{Kind: KindBlock, Time: fast.Time, Target: fast.Src, Mode: fast.Mode, Port: fast.Dport, Scan: fast.Scan, Hits: 1}
+			if got, want := enc.Append(nil, &block), Append(nil, &block); string(got) != string(want) {
+				t.Fatalf("echoed %s, want %s, after %q", got, want, line)
+			}
 		}
 	})
+}
+
+// TestEncoderEcho: the text of the source read is copied only for that
+// address and only when it is the address's own form.
+func TestEncoderEcho(t *testing.T) {
+	for _, src := range []string{"198.18.0.1", "2001:db8::1", "2001:DB8::1", "2001:db8:0::1", "2001:0db8::1", "::ffff:198.18.0.1", "2001:db8:0:0:1:0:0:1"} {
+		line := `{"v":1,"kind":"hit","time":"2026-11-24T14:29:45Z","sensor":"ps-sniff","mode":"atcp","proto":"tcp","src":"` + src + `","sport":1,"dst":"` + map[bool]string{true: "198.18.0.2", false: "2001:db8::2"}[strings.Contains(src, ".")] + `","dport":21,"scan":"syn","flags":"S"}`
+		var d Decoder
+		var hit Event
+		if err := d.Decode(&hit, []byte(line)); err != nil {
+			t.Fatalf("%s: %v", line, err)
+		}
+		var enc Encoder
+		enc.Echo(&d)
+		for _, target := range []netip.Addr{hit.Src, netip.MustParseAddr("2001:db8::99"), netip.MustParseAddr("198.18.0.99")} {
+			block := Event{Kind: KindBlock, Time: hit.Time, Target: target, Mode: ModeATCP, Port: 21, Hits: 1}
+			got, want := enc.Append(nil, &block), Append(nil, &block)
+			if string(got) != string(want) {
+				t.Errorf("src %s: echoed %s, want %s", src, got, want)
+			}
+		}
+	}
 }

@@ -193,13 +193,15 @@ func (t *Trigger) Observe(h *event.Event, v *Verdict) {
 		}
 		e.until = end.UnixNano()
 	}
-	*v = Verdict{Outcome: Tripped, Hits: len(e.ports), Decision: t.decision(h, len(e.ports), e.until)}
+	v.Outcome, v.Hits = Tripped, len(e.ports)
+	t.decide(&v.Decision, h, len(e.ports), e.until)
 }
 
-// decision is what is said about h's host, with until in unix nanoseconds
-// (0: never ends).
-func (t *Trigger) decision(h *event.Event, hits int, until int64) event.Event {
-	d := event.Event{
+// decide fills d with what is said about h's host, with until in unix
+// nanoseconds (0: never ends). It fills the Verdict's own Event: an Event
+// is large, and a flood makes a decision per hit.
+func (t *Trigger) decide(d *event.Event, h *event.Event, hits int, until int64) {
+	*d = event.Event{
 		Kind:   t.kind(h.Mode.Proto()),
 		Time:   h.Time,
 		Target: h.Src,
@@ -212,7 +214,6 @@ func (t *Trigger) decision(h *event.Event, hits int, until int64) event.Event {
 	if until != 0 {
 		d.Until = time.Unix(0, until).UTC()
 	}
-	return d
 }
 
 // afterDecision counts a decided host's further ports and escalates when
@@ -234,7 +235,8 @@ func (t *Trigger) afterDecision(e *host, h *event.Event, v *Verdict) {
 		return
 	}
 	e.escalations++
-	*v = Verdict{Outcome: Escalated, Hits: hits, Decision: t.decision(h, hits, e.until)}
+	v.Outcome, v.Hits = Escalated, hits
+	t.decide(&v.Decision, h, hits, e.until)
 }
 
 func (t *Trigger) kind(p event.Proto) event.Kind {
