@@ -194,7 +194,16 @@ func appendInt(dst []byte, key string, n int) []byte {
 	dst = append(dst, `,"`...)
 	dst = append(dst, key...)
 	dst = append(dst, `":`...)
-	return strconv.AppendInt(dst, int64(n), 10)
+	// Ports and most hit counts: digit by digit, cheaper than strconv's
+	// general case.
+	width := 1
+	for limit := 10; width < 5 && n >= limit; limit *= 10 {
+		width++
+	}
+	if n < 0 || n >= 100000 {
+		return strconv.AppendInt(dst, int64(n), 10)
+	}
+	return appendDigits(dst, n, width)
 }
 
 // appendName writes a name from one of the fixed lists (modes, protocols,

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -158,5 +159,15 @@ func BenchmarkEncodeBlock(b *testing.B) {
 	buf := make([]byte, 0, 512)
 	for b.Loop() {
 		buf = Append(buf[:0], &e)
+	}
+}
+
+// TestAppendInt: numbers are written as strconv writes them, around every
+// change of width.
+func TestAppendInt(t *testing.T) {
+	for _, n := range []int{0, 1, 9, 10, 99, 100, 999, 1000, 9999, 10000, 65535, 99999, 100000, 1<<31 - 1, -1} {
+		if got, want := string(appendInt(nil, "k", n)), `,"k":`+strconv.Itoa(n); got != want {
+			t.Errorf("appendInt(%d) = %s, want %s", n, got, want)
+		}
 	}
 }
