@@ -87,8 +87,8 @@ type key struct {
 
 func keyOf(a netip.Addr, m event.Mode) key { return key{a.As16(), m} }
 
-// host is one remembered (address, mode). Hosts live in one slice linked in
-// least-recently-seen order, so memory is one allocation for MaxHosts.
+// host is one remembered (address, mode). Hosts live in one slice, so
+// memory is one allocation for MaxHosts.
 type host struct {
 	key  key
 	hash uint32 // the index's hash of key, for forgetting the host
@@ -103,7 +103,9 @@ type host struct {
 	// that escalates next.
 	after       uint64
 	escalations uint8
-	prev, next  int32 // LRU links; -1 ends the list
+	used        bool
+	seen        bool  // seen again since the hand last passed (see victim)
+	next        int32 // the next free slot, in a free slot; -1 ends the list
 }
 
 // Trigger is PortSentry 1.2's SCAN_TRIGGER model.
@@ -111,7 +113,8 @@ type Trigger struct {
 	s          Settings
 	index      index
 	hosts      []host
-	head, tail int32 // most and least recently seen
+	hand       int32 // the next slot victim looks at
+	sweep      int32 // the next slot Expire looks at
 	free       int32 // first unused slot, -1 when all are used
 	evicted    uint64
 	// touched keeps what index.touch read, so that the compiler keeps
@@ -129,7 +132,7 @@ func NewTrigger(s Settings) *Trigger {
 	if s.MaxHosts < 1 {
 		s.MaxHosts = 1
 	}
-	t := &Trigger{s: s, index: newIndex(min(s.MaxHosts, preallocHosts)), head: -1, tail: -1}
+	t := &Trigger{s: s, index: newIndex(min(s.MaxHosts, preallocHosts))}
 	t.hosts = make([]host, 0, min(s.MaxHosts, preallocHosts))
 	t.free = -1
 	return t
@@ -144,16 +147,15 @@ func (t *Trigger) Observe(h *event.Event, v *Verdict) {
 	k := keyOf(h.Src, h.Mode)
 	hk := t.index.hash(&k)
 	if t.free < 0 && len(t.hosts) >= t.s.MaxHosts {
-		// Full: a new host will forget the least recently seen one,
-		// whose place in the index is read now, alongside k's.
-		t.touched ^= t.index.touch(t.hosts[t.tail].hash)
+		// Full: a new host will most likely forget the one at the
+		// hand, whose place in the index is read now, alongside k's.
+		t.touched ^= t.index.touch(t.hosts[t.hand].hash)
 	}
 	i, _ := t.index.find(&k, hk, t.hosts)
 	if i < 0 {
 		i = t.insert(k, hk)
 	} else {
-		t.unlink(i)
-		t.pushFront(i)
+		t.hosts[i].seen = true
 	}
 	e := &t.hosts[i]
 	// Forget what has lapsed: an ended decision, or a count whose window
@@ -261,8 +263,8 @@ func (t *Trigger) Forget(a netip.Addr, m event.Mode) {
 	}
 }
 
-// insert makes room for k, of hash hk, reusing a free slot, growing the slice, or
-// forgetting the least recently seen host when the table is full.
+// insert makes room for k, of hash hk, reusing a free slot, growing the
+// slice, or forgetting a host when the table is full (victim).
 func (t *Trigger) insert(k key, hk uint32) int32 {
 	var i int32
 	switch {
@@ -273,62 +275,63 @@ func (t *Trigger) insert(k key, hk uint32) int32 {
 		t.hosts = append(t.hosts, host{})
 		i = int32(len(t.hosts) - 1)
 	default:
-		i = t.tail
+		i = t.victim()
 		t.evicted++
-		t.unlink(i)
 		t.index.del(i, t.hosts[i].hash)
 	}
 	ports := t.hosts[i].ports[:0]
-	t.hosts[i] = host{key: k, hash: hk, ports: ports}
+	t.hosts[i] = host{key: k, hash: hk, ports: ports, used: true}
 	t.index.put(k, hk, i, t.hosts)
-	t.pushFront(i)
 	return i
 }
 
+// victim chooses the host a full table forgets: the hand goes round the
+// slots, sparing once each host seen again since it last passed (the CLOCK
+// algorithm). So a host is kept while it is seen at least once per turn,
+// and a host seen once is forgotten a turn after it came, as the least
+// recently seen host would be; but the hand reads the slots in order, where
+// a list of the least recently seen would be followed all over memory, a
+// cache miss or two per hit in a flood of new sources. A turn spares each
+// host at most once, so the hand finds a victim within one turn.
+func (t *Trigger) victim() int32 {
+	for {
+		i := t.hand
+		if t.hand++; int(t.hand) >= len(t.hosts) {
+			t.hand = 0
+		}
+		e := &t.hosts[i]
+		if !e.seen {
+			return i
+		}
+		e.seen = false
+	}
+}
+
 func (t *Trigger) remove(i int32) {
-	t.unlink(i)
 	t.index.del(i, t.hosts[i].hash)
 	t.hosts[i] = host{ports: t.hosts[i].ports[:0], next: t.free}
 	t.free = i
 }
 
-func (t *Trigger) unlink(i int32) {
-	e := &t.hosts[i]
-	if e.prev >= 0 {
-		t.hosts[e.prev].next = e.next
-	} else {
-		t.head = e.next
-	}
-	if e.next >= 0 {
-		t.hosts[e.next].prev = e.prev
-	} else {
-		t.tail = e.prev
-	}
-}
-
-func (t *Trigger) pushFront(i int32) {
-	e := &t.hosts[i]
-	e.prev, e.next = -1, t.head
-	if t.head >= 0 {
-		t.hosts[t.head].prev = i
-	}
-	t.head = i
-	if t.tail < 0 {
-		t.tail = i
-	}
-}
-
-// Expire implements Model: it forgets hosts idle longer than the idle
-// timeout whose decisions, if any, have ended, oldest first, stopping at the
-// first that must stay. It only gives memory back; Observe already treats
-// lapsed state as gone.
+// Expire implements Model: it forgets the hosts idle longer than the idle
+// timeout whose decisions, if any, have ended, among the next expireSweep
+// slots (all of them in a smaller table), going round the table call after
+// call. It only gives slots back; Observe already treats lapsed state as
+// gone.
 func (t *Trigger) Expire(now time.Time) {
 	n := now.UnixNano()
-	for t.tail >= 0 {
-		e := &t.hosts[t.tail]
-		if n-e.last <= int64(t.s.IdleTimeout) || e.decided && (e.until == 0 || n < e.until) {
-			return
+	for range min(expireSweep, len(t.hosts)) {
+		i := t.sweep
+		if t.sweep++; int(t.sweep) >= len(t.hosts) {
+			t.sweep = 0
 		}
-		t.remove(t.tail)
+		e := &t.hosts[i]
+		if e.used && n-e.last > int64(t.s.IdleTimeout) && (!e.decided || e.until != 0 && n >= e.until) {
+			t.remove(i)
+		}
 	}
 }
+
+// expireSweep is how many slots one Expire looks at: ps-judge calls it every
+// 4096 hits, so that the sweep keeps pace with a table filled by hits.
+const expireSweep = 4096

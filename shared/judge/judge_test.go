@@ -304,3 +304,48 @@ func BenchmarkObserveSpoofed(b *testing.B) {
 		tr.Observe(h, &v)
 	}
 }
+
+// TestClock: in a full table, a host seen at least once per turn of the
+// hand is kept through any number of new hosts, and a host seen once is
+// forgotten a turn after it came, as the least recently seen would be.
+func TestClock(t *testing.T) {
+	const max = 100
+	tr := NewTrigger(Settings{ScanTrigger: 1000, BlockTCP: 1, IdleTimeout: time.Hour, MaxHosts: max})
+	var v Verdict
+	n := 0
+	newHost := func() {
+		n++
+		tr.Observe(hit(netip.AddrFrom4([4]byte{198, 19, byte(n >> 8), byte(n)}).String(), event.ModeATCP, 1, time.Duration(n)*time.Millisecond), &v)
+	}
+	for range max {
+		newHost()
+	}
+	// A scanner seen every 60 new hosts keeps its count throughout.
+	for i := range 50 {
+		tr.Observe(hit("198.18.0.1", event.ModeATCP, uint16(100+i), time.Duration(n)*time.Millisecond), &v)
+		if v.Outcome != Counted || v.Hits != i+1 {
+			t.Fatalf("scanner's hit %d: outcome %d, %d hits: forgotten", i+1, v.Outcome, v.Hits)
+		}
+		for range 60 {
+			newHost()
+		}
+	}
+	// A host seen once is kept for less than a turn, not for more.
+	for _, later := range []struct {
+		newHosts int
+		kept     bool
+	}{{max - 10, true}, {max + 50, false}} {
+		src := fmt.Sprintf("198.18.1.%d", later.newHosts%250)
+		tr.Observe(hit(src, event.ModeATCP, 1, time.Duration(n)*time.Millisecond), &v)
+		for range later.newHosts {
+			newHost()
+		}
+		tr.Observe(hit(src, event.ModeATCP, 2, time.Duration(n)*time.Millisecond), &v)
+		if kept := v.Hits == 2; kept != later.kept {
+			t.Errorf("host seen once, then %d new hosts: kept %v, want %v", later.newHosts, kept, later.kept)
+		}
+	}
+	if hosts, _ := tr.Stats(); hosts != max {
+		t.Fatalf("%d hosts, want %d", hosts, max)
+	}
+}
