@@ -37,8 +37,9 @@ func DecodeInto(e *Event, line []byte) error {
 // last second and addresses it read, which the hits of a flood share (one
 // destination, one second for a thousand lines). The zero Decoder is ready.
 type Decoder struct {
-	second   secondCache
-	src, dst addrCache
+	second    secondCache
+	src, dst  addrCache
+	mid, tail segment
 }
 
 // Decode is DecodeInto.

@@ -26,6 +26,63 @@ func (d *Decoder) decodeHit(e *Event, b []byte) bool {
 	// the line is off the template.
 	h := e
 	h.Kind, h.Time = KindHit, t
+	d.middle(&c, h)
+	h.Src = c.addr(&d.src)
+	c.lit(&litSport)
+	h.Sport = c.port()
+	c.lit(&litDst)
+	h.Dst = c.addr(&d.dst)
+	c.lit(&litDport)
+	h.Dport = c.port()
+	d.end(&c, h)
+	if !c.ok || h.Mode == ModeNone || h.Scan == ScanNone || h.Src.Is4() != h.Dst.Is4() || h.Flags != "" && h.Proto != ProtoTCP {
+		*e = Event{}
+		return false
+	}
+	return true
+}
+
+// segment is a stretch of a hit line between two varying fields, with
+// what it said: the lines of one sensor share their middle (sensor, mode,
+// protocol) and their end (scan, flags), so a Decoder compares each with
+// the last it read before reading it field by field.
+type segment struct {
+	text   [64]byte
+	n      int
+	sensor string
+	mode   Mode
+	proto  Proto
+	scan   Scan
+	flags  string
+}
+
+// same reads the segment if the line goes on with it.
+func (g *segment) same(c *cursor, toEnd bool) bool {
+	n := g.n
+	if !c.ok || n == 0 || len(c.b)-c.i < n || toEnd && len(c.b)-c.i != n || string(c.b[c.i:c.i+n]) != string(g.text[:n]) {
+		return false
+	}
+	c.i += n
+	return true
+}
+
+// keep records b as the segment, when it fits.
+func (g *segment) keep(b []byte) {
+	if len(b) > len(g.text) {
+		g.n = 0
+		return
+	}
+	g.n = copy(g.text[:], b)
+}
+
+// middle reads from the sensor to the quote that opens the source.
+func (d *Decoder) middle(c *cursor, h *Event) {
+	g := &d.mid
+	if g.same(c, false) {
+		h.Sensor, h.Mode, h.Proto = g.sensor, g.mode, g.proto
+		return
+	}
+	start := c.i
 	c.lit(&litSensor)
 	switch s := c.text(); string(s) {
 	case "ps-sniff":
@@ -42,22 +99,26 @@ func (d *Decoder) decodeHit(e *Event, b []byte) bool {
 		c.ok = false
 	}
 	c.lit(&litSrc)
-	h.Src = c.addr(&d.src)
-	c.lit(&litSport)
-	h.Sport = c.port()
-	c.lit(&litDst)
-	h.Dst = c.addr(&d.dst)
-	c.lit(&litDport)
-	h.Dport = c.port()
+	if c.ok {
+		g.keep(c.b[start:c.i])
+		g.sensor, g.mode, g.proto = h.Sensor, h.Mode, h.Proto
+	}
+}
+
+// end reads from the scan to the end of the line.
+func (d *Decoder) end(c *cursor, h *Event) {
+	g := &d.tail
+	if g.same(c, true) {
+		h.Scan, h.Flags = g.scan, g.flags
+		return
+	}
+	start := c.i
 	c.lit(&litScan)
 	h.Scan = Scan(c.name(scanTable))
-	if c.ok && c.i < len(b) && b[c.i] != '}' {
+	if c.ok && c.i < len(c.b) && c.b[c.i] != '}' {
 		// Append writes flags only when there are some.
 		c.lit(&litFlags)
 		flags := c.text()
-		if len(flags) > 0 && h.Proto != ProtoTCP {
-			c.ok = false
-		}
 		for _, f := range flags {
 			if !isFlag(f) {
 				c.ok = false
@@ -65,11 +126,13 @@ func (d *Decoder) decodeHit(e *Event, b []byte) bool {
 		}
 		h.Flags = internFlags(flags)
 	}
-	if !c.ok || c.i != len(b)-1 || b[c.i] != '}' || h.Mode == ModeNone || h.Scan == ScanNone || h.Src.Is4() != h.Dst.Is4() {
-		*e = Event{}
-		return false
+	if !c.ok || c.i != len(c.b)-1 || c.b[c.i] != '}' {
+		c.ok = false
+		return
 	}
-	return true
+	c.i++
+	g.keep(c.b[start:c.i])
+	g.scan, g.flags = h.Scan, h.Flags
 }
 
 // The template's literals, in the order Append writes them.

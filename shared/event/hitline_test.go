@@ -150,3 +150,34 @@ func TestEncoderEcho(t *testing.T) {
 		}
 	}
 }
+
+// TestDecoderRemembers: a Decoder reading lines one after another (its
+// caches of the second, the addresses and the segments warm) reads each as
+// a fresh one does.
+func TestDecoderRemembers(t *testing.T) {
+	lines := []string{
+		`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45Z","sensor":"ps-sniff","mode":"atcp","proto":"tcp","src":"198.18.0.1","sport":1,"dst":"198.18.0.2","dport":21,"scan":"syn","flags":"S"}`,
+		`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45.5Z","sensor":"ps-sniff","mode":"atcp","proto":"tcp","src":"198.18.0.3","sport":2,"dst":"198.18.0.2","dport":22,"scan":"syn","flags":"S"}`,
+		// The same end on a UDP hit: flags are refused there.
+		`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45Z","sensor":"ps-sniff","mode":"audp","proto":"udp","src":"198.18.0.1","sport":1,"dst":"198.18.0.2","dport":21,"scan":"syn","flags":"S"}`,
+		`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45Z","sensor":"ps-sniff","mode":"audp","proto":"udp","src":"198.18.0.1","sport":1,"dst":"198.18.0.2","dport":21,"scan":"udp"}`,
+		// The same middle and end, the families of the addresses apart.
+		`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45Z","sensor":"ps-sniff","mode":"audp","proto":"udp","src":"2001:db8::1","sport":1,"dst":"198.18.0.2","dport":21,"scan":"udp"}`,
+		`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45Z","sensor":"ps-sniff","mode":"audp","proto":"udp","src":"2001:db8::1","sport":1,"dst":"2001:db8::2","dport":21,"scan":"udp"}`,
+		// The end followed by more.
+		`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45Z","sensor":"ps-sniff","mode":"audp","proto":"udp","src":"2001:db8::1","sport":1,"dst":"2001:db8::2","dport":21,"scan":"udp"}}`,
+		`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45Z","sensor":"ps-sniff","mode":"audp","proto":"udp","src":"2001:db8::1","sport":1,"dst":"2001:db8::2","dport":21,"scan":"udp"} `,
+		`{"v":1,"kind":"hit","time":"2026-11-24T14:29:61Z","sensor":"ps-sniff","mode":"audp","proto":"udp","src":"2001:db8::1","sport":1,"dst":"2001:db8::2","dport":21,"scan":"udp"}`,
+		`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45Z","sensor":"ps-listen","mode":"audp","proto":"udp","src":"2001:db8::1","sport":1,"dst":"2001:db8::2","dport":21,"scan":"udp"}`,
+		`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45Z","sensor":"ps-listen","mode":"audp","proto":"tcp","src":"2001:db8::1","sport":1,"dst":"2001:db8::2","dport":21,"scan":"udp"}`,
+		`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45Z","sensor":"ps-listen","mode":"audp","proto":"udp","src":"2001:db8::1","sport":1,"dst":"2001:db8::2","dport":21,"scan":"udp"}`,
+	}
+	var d Decoder
+	for _, l := range lines {
+		var got, want Event
+		errGot, errWant := d.Decode(&got, []byte(l)), DecodeInto(&want, []byte(l))
+		if (errGot == nil) != (errWant == nil) || got != want {
+			t.Errorf("%s: warm decoder %+v, %v; fresh %+v, %v", l, got, errGot, want, errWant)
+		}
+	}
+}

@@ -110,13 +110,13 @@ type host struct {
 
 // Trigger is PortSentry 1.2's SCAN_TRIGGER model.
 type Trigger struct {
-	s          Settings
-	index      index
-	hosts      []host
-	hand       int32 // the next slot victim looks at
-	sweep      int32 // the next slot Expire looks at
-	free       int32 // first unused slot, -1 when all are used
-	evicted    uint64
+	s       Settings
+	index   index
+	hosts   []host
+	hand    int32 // the next slot victim looks at
+	sweep   int32 // the next slot Expire looks at
+	free    int32 // first unused slot, -1 when all are used
+	evicted uint64
 	// touched keeps what index.touch read, so that the compiler keeps
 	// the read; its value means nothing.
 	touched uint32
