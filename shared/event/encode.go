@@ -24,6 +24,33 @@ func Append(dst []byte, e *Event) []byte {
 type Encoder struct {
 	time, until clock
 	echo        *addrCache // see Echo
+	mid         middle
+}
+
+// middle is the text of a decision between its target and its port, the
+// same for every decision of one mode and host, with what it was made of.
+type middle struct {
+	text    []byte
+	mode    Mode
+	host    string
+	unblock bool
+}
+
+// middle appends the mode, the host and the protocol of a decision or an
+// unblock.
+func (c *Encoder) middle(dst []byte, e *Event) []byte {
+	m := &c.mid
+	if unblock := e.Kind == KindUnblock; len(m.text) == 0 || m.mode != e.Mode || m.host != e.Host || m.unblock != unblock {
+		m.text = appendName(m.text[:0], "mode", e.Mode.String())
+		if e.Host != "" {
+			m.text = appendString(m.text, "host", e.Host)
+		}
+		if !unblock {
+			m.text = appendName(m.text, "proto", e.Mode.Proto().String())
+		}
+		m.mode, m.host, m.unblock = e.Mode, e.Host, unblock
+	}
+	return append(dst, m.text...)
 }
 
 // Echo makes c write the source address d last read, when c writes it as
@@ -78,12 +105,8 @@ func (c *Encoder) Append(dst []byte, e *Event) []byte {
 		} else {
 			dst = appendAddr(dst, "target", e.Target)
 		}
-		dst = appendName(dst, "mode", e.Mode.String())
-		if e.Host != "" {
-			dst = appendString(dst, "host", e.Host)
-		}
+		dst = c.middle(dst, e)
 		if e.Kind != KindUnblock {
-			dst = appendName(dst, "proto", e.Mode.Proto().String())
 			dst = appendInt(dst, "port", int(e.Port))
 			if e.Scan != ScanNone {
 				dst = appendName(dst, "scan", e.Scan.String())

@@ -181,3 +181,29 @@ func TestDecoderRemembers(t *testing.T) {
 		}
 	}
 }
+
+// TestEncoderRemembers: one Encoder writing lines one after another (its
+// caches of the seconds and of the middle warm) writes each as Append does.
+func TestEncoderRemembers(t *testing.T) {
+	at := time.Date(2026, 11, 24, 14, 29, 45, 0, time.UTC)
+	a, b := netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("2001:db8::1")
+	events := []Event{
+		{Kind: KindBlock, Time: at, Target: a, Mode: ModeATCP, Host: "fw-1", Port: 21, Scan: ScanSYN, Hits: 1},
+		{Kind: KindBlock, Time: at.Add(time.Millisecond), Target: b, Mode: ModeATCP, Host: "fw-1", Port: 22, Scan: ScanSYN, Hits: 2, Until: at.Add(time.Hour)},
+		{Kind: KindUnblock, Time: at, Target: a, Mode: ModeATCP, Host: "fw-1"},
+		{Kind: KindBlock, Time: at, Target: a, Mode: ModeAUDP, Host: "fw-1", Port: 53, Scan: ScanUDP, Hits: 1},
+		{Kind: KindBlock, Time: at, Target: a, Mode: ModeAUDP, Host: "fw-2", Port: 53, Scan: ScanUDP, Hits: 1},
+		{Kind: KindAlert, Time: at, Target: a, Mode: ModeAUDP, Port: 53, Hits: 3},
+		{Kind: KindRun, Time: at, Target: b, Mode: ModeSTCP, Host: "fw-2", Port: 1, Hits: 1},
+		{Kind: KindResult, Time: at, Target: b, Mode: ModeSTCP, Action: "nft", OK: true},
+		{Kind: KindHit, Time: at, Sensor: "ps-sniff", Mode: ModeATCP, Proto: ProtoTCP, Src: a, Sport: 1, Dst: a, Dport: 2, Scan: ScanSYN, Flags: "S"},
+		{Kind: KindUnblock, Time: at, Target: a, Mode: ModeSTCP, Host: "fw-2"},
+		{Kind: KindBlock, Time: at, Target: a, Mode: ModeSTCP, Host: "fw-2", Port: 21, Scan: ScanSYN, Hits: 1},
+	}
+	var enc Encoder
+	for _, e := range events {
+		if got, want := enc.Append(nil, &e), Append(nil, &e); string(got) != string(want) {
+			t.Errorf("warm encoder wrote %s, Append %s", got, want)
+		}
+	}
+}
