@@ -40,6 +40,23 @@ type Decoder struct {
 	second    secondCache
 	src, dst  addrCache
 	mid, tail segment
+	when      timeText // the time of the last hit read
+}
+
+// timeText is a time and the text it was read from, for Encoder.Echo.
+type timeText struct {
+	t         time.Time
+	text      [len("2006-01-02T15:04:05.999999999Z")]byte
+	n         uint8
+	canonical bool // text is what Append writes for t
+}
+
+// keep records t, read from text.
+func (w *timeText) keep(t time.Time, text []byte) {
+	w.t, w.n = t, uint8(copy(w.text[:], text))
+	// Append writes the fraction without its trailing zeros, and none
+	// when it is zero; parseUTC took nothing else but these.
+	w.canonical = int(w.n) == len(text) && (len(text) == 20 || text[len(text)-2] != '0')
 }
 
 // Decode is DecodeInto.

@@ -23,7 +23,7 @@ func Append(dst []byte, e *Event) []byte {
 // the next lines of a flood share. The zero Encoder is ready.
 type Encoder struct {
 	time, until clock
-	echo        *addrCache // see Echo
+	echo        *Decoder // see Echo
 	mid         middle
 }
 
@@ -53,11 +53,12 @@ func (c *Encoder) middle(dst []byte, e *Event) []byte {
 	return append(dst, m.text...)
 }
 
-// Echo makes c write the source address d last read, when c writes it as
-// a target, as the text it was read in if that text is the address's own
-// form: a judge's decision names the source of the hit it just read, and
-// copying the text costs less than writing the address anew.
-func (c *Encoder) Echo(d *Decoder) { c.echo = &d.src }
+// Echo makes c write the source address and the time of the hit d last
+// read, when c writes them again as a target and a time, as the text they
+// were read in if that text is their own form: a judge's decision names
+// the source and the time of the hit it just read, and copying text costs
+// less than writing it anew.
+func (c *Encoder) Echo(d *Decoder) { c.echo = d }
 
 // clock is the text of one second.
 type clock struct {
@@ -71,7 +72,11 @@ func (c *Encoder) Append(dst []byte, e *Event) []byte {
 	dst = append(dst, `{"v":1,"kind":"`...)
 	dst = append(dst, e.Kind.String()...)
 	dst = append(dst, `","time":"`...)
-	dst = c.time.appendTime(dst, e.Time)
+	if d := c.echo; d != nil && d.when.canonical && d.when.t == e.Time {
+		dst = append(dst, d.when.text[:d.when.n]...)
+	} else {
+		dst = c.time.appendTime(dst, e.Time)
+	}
 	dst = append(dst, '"')
 	switch e.Kind {
 	case KindHit:
@@ -98,7 +103,8 @@ func (c *Encoder) Append(dst []byte, e *Event) []byte {
 		dst = strconv.AppendBool(dst, e.OK)
 		dst = appendString(dst, "detail", truncate(e.Detail, maxDetail))
 	default:
-		if k := c.echo; k != nil && k.canonical && k.n > 0 && k.a == e.Target {
+		if d := c.echo; d != nil && d.src.canonical && d.src.n > 0 && d.src.a == e.Target {
+			k := &d.src
 			dst = append(dst, `,"target":"`...)
 			dst = append(dst, k.text[:k.n]...)
 			dst = append(dst, '"')

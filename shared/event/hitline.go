@@ -18,10 +18,12 @@ func (d *Decoder) decodeHit(e *Event, b []byte) bool {
 	c := cursor{b: b, ok: true}
 	c.lit(&litHead)
 	c.lit(&litHit)
-	t, ok := d.second.parseUTC(c.text())
+	text := c.text()
+	t, ok := d.second.parseUTC(text)
 	if !ok || t.Before(MinTime) || !t.Before(MaxTime) {
 		return false
 	}
+	d.when.keep(t, text)
 	// Decode gave e zeroed: it is filled in place, and zeroed again if
 	// the line is off the template.
 	h := e

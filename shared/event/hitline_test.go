@@ -129,11 +129,12 @@ func FuzzDecodeHit(f *testing.F) {
 	})
 }
 
-// TestEncoderEcho: the text of the source read is copied only for that
-// address and only when it is the address's own form.
+// TestEncoderEcho: the text of the source and the time read is copied
+// only for that address and time, and only when it is their own form.
 func TestEncoderEcho(t *testing.T) {
-	for _, src := range []string{"198.18.0.1", "2001:db8::1", "2001:DB8::1", "2001:db8:0::1", "2001:0db8::1", "::ffff:198.18.0.1", "2001:db8:0:0:1:0:0:1"} {
-		line := `{"v":1,"kind":"hit","time":"2026-11-24T14:29:45Z","sensor":"ps-sniff","mode":"atcp","proto":"tcp","src":"` + src + `","sport":1,"dst":"` + map[bool]string{true: "198.18.0.2", false: "2001:db8::2"}[strings.Contains(src, ".")] + `","dport":21,"scan":"syn","flags":"S"}`
+	times := []string{"2026-11-24T14:29:45Z", "2026-11-24T14:29:45.5Z", "2026-11-24T14:29:45.500Z", "2026-11-24T14:29:45.000Z", "2026-11-24T14:29:45.123456789Z"}
+	for i, src := range []string{"198.18.0.1", "2001:db8::1", "2001:DB8::1", "2001:db8:0::1", "2001:0db8::1", "::ffff:198.18.0.1", "2001:db8:0:0:1:0:0:1"} {
+		line := `{"v":1,"kind":"hit","time":"` + times[i%len(times)] + `","sensor":"ps-sniff","mode":"atcp","proto":"tcp","src":"` + src + `","sport":1,"dst":"` + map[bool]string{true: "198.18.0.2", false: "2001:db8::2"}[strings.Contains(src, ".")] + `","dport":21,"scan":"syn","flags":"S"}`
 		var d Decoder
 		var hit Event
 		if err := d.Decode(&hit, []byte(line)); err != nil {
