@@ -95,19 +95,23 @@ func scanIPv6(s []byte) (a netip.Addr, canonical, ok bool) {
 	odd := false
 	i := 0
 	for i < 16 {
-		off, acc := 0, 0
-		for ; off < len(s) && off < 5; off++ {
+		off, acc, seen := 0, 0, byte(0)
+		for ; off < len(s); off++ {
 			d := hexDigit[s[off]]
 			if d == 0xff {
 				break
 			}
-			odd = odd || d&upperHex != 0
+			// No branch on the kind of digit: a random address's
+			// digits would mispredict it.
+			seen |= d
 			acc = acc<<4 | int(d&0xf)
 		}
 		if off == 0 || off > 4 {
 			return netip.Addr{}, false, false
 		}
-		odd = odd || off > 1 && s[0] == '0'
+		if seen&upperHex != 0 || s[0] == '0' && off > 1 {
+			odd = true
+		}
 		if off < len(s) && s[off] == '.' {
 			if ellipsis < 0 && i != 12 || i+4 > 16 || !scanIPv4(s, ip[i:i+4]) {
 				return netip.Addr{}, false, false
@@ -164,14 +168,31 @@ func scanIPv6(s []byte) (a netip.Addr, canonical, ok bool) {
 // zeroRun returns the groups [start, end) of the first longest run of two
 // or more zero groups of ip, or start == end when there is none.
 func zeroRun(ip *[16]byte) (start, end int) {
-	for i := 0; i < 8; i++ {
-		j := i
-		for j < 8 && ip[2*j] == 0 && ip[2*j+1] == 0 {
-			j++
-		}
-		if j-i >= 2 && j-i > end-start {
-			start, end = i, j
+	zero := 0 // bit g: group g is zero
+	for g := range 8 {
+		if ip[2*g]|ip[2*g+1] == 0 {
+			zero |= 1 << g
 		}
 	}
-	return start, end
+	r := zeroRuns[zero]
+	return int(r[0]), int(r[1])
 }
+
+// zeroRuns is the first longest run of two or more set bits of each byte,
+// bit 0 first, as [start, end).
+var zeroRuns = func() (t [256][2]uint8) {
+	for m := range t {
+		var start, end int
+		for i := 0; i < 8; i++ {
+			j := i
+			for j < 8 && m&(1<<j) != 0 {
+				j++
+			}
+			if j-i >= 2 && j-i > end-start {
+				start, end = i, j
+			}
+		}
+		t[m] = [2]uint8{uint8(start), uint8(end)}
+	}
+	return t
+}()

@@ -33,3 +33,23 @@ func FuzzScanAddr(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkScanAddr reads a spoofed source of the flood workload, against
+// netip.ParseAddr.
+func BenchmarkScanAddr(b *testing.B) {
+	s := []byte("2001:db8:853b:797e:2e9b:79db:553:9b95")
+	b.Run("scanAddr", func(b *testing.B) {
+		for b.Loop() {
+			if _, _, ok := scanAddr(s); !ok {
+				b.Fatal("refused")
+			}
+		}
+	})
+	b.Run("netip", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := netip.ParseAddr(string(s)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
