@@ -241,19 +241,27 @@ func TestOutboxWaitsForTheServer(t *testing.T) {
 		t.Fatalf("%d decisions wait while the server is away, want 100", n)
 	}
 	runServer(t, dir, int(port))
-	waitFor(t, "every decision at host-b", func() bool { l, _ := r.snapshot(); return len(l) >= 101 })
+	receivedOnce(t, r, "host-b", 101)
+}
+
+// receivedOnce waits for want lines at r, and a moment for more, and
+// checks that none came twice and none was refused. It returns the lines.
+func receivedOnce(t *testing.T, r *recorder, who string, want int) []string {
+	t.Helper()
+	waitFor(t, "every decision at "+who, func() bool { l, _ := r.snapshot(); return len(l) >= want })
 	time.Sleep(300 * time.Millisecond)
 	lines, errs := r.snapshot()
 	seen := map[string]bool{}
 	for _, l := range lines {
 		if seen[l] {
-			t.Errorf("delivered twice: %s", l)
+			t.Errorf("%s: delivered twice: %s", who, l)
 		}
 		seen[l] = true
 	}
-	if len(lines) != 101 || len(errs) != 0 {
-		t.Errorf("host-b got %d lines (%d errors), want 101", len(lines), len(errs))
+	if len(lines) != want || len(errs) != 0 {
+		t.Errorf("%s got %d lines (%d errors), want %d", who, len(lines), len(errs), want)
 	}
+	return lines
 }
 
 func TestOutboxIsBounded(t *testing.T) {
