@@ -91,11 +91,6 @@ func (x *index) del(slot int32, h uint32) {
 	}
 }
 
-// touch reads the index where h's run starts and returns what it read:
-// Observe calls it for the host it will forget before it looks up the new
-// one, so that the two cache misses overlap instead of following each other.
-func (x *index) touch(h uint32) uint32 { return x.slots[h&x.mask].hash }
-
 func (x *index) grow() {
 	old := x.slots
 	x.slots = make([]entry, 2*len(old))

@@ -117,9 +117,6 @@ type Trigger struct {
 	sweep   int32 // the next slot Expire looks at
 	free    int32 // first unused slot, -1 when all are used
 	evicted uint64
-	// touched keeps what index.touch read, so that the compiler keeps
-	// the read; its value means nothing.
-	touched uint32
 }
 
 // preallocHosts is how many hosts' room is made at once: the default
@@ -146,11 +143,6 @@ func (t *Trigger) Observe(h *event.Event, v *Verdict) {
 	now := h.Time.UnixNano()
 	k := keyOf(h.Src, h.Mode)
 	hk := t.index.hash(&k)
-	if t.free < 0 && len(t.hosts) >= t.s.MaxHosts {
-		// Full: a new host will most likely forget the one at the
-		// hand, whose place in the index is read now, alongside k's.
-		t.touched ^= t.index.touch(t.hosts[t.hand].hash)
-	}
 	i, _ := t.index.find(&k, hk, t.hosts)
 	if i < 0 {
 		i = t.insert(k, hk)
