@@ -81,30 +81,3 @@ func TestFirstDecisionLeavesAtOnce(t *testing.T) {
 		t.Errorf("200 decisions read at once took %d writes, want at most 4", w)
 	}
 }
-
-// TestBatchKeepsOrder: the hits a batch holds are judged before any line
-// that comes after them, a bad line or an administrator's unblock, so the
-// output is what judging line by line gives.
-func TestBatchKeepsOrder(t *testing.T) {
-	out := &countingWriter{}
-	j := newStage(out, 0, 1000)
-	j.Line("in", 1, []byte(hitLine(1)), nil)
-	j.Line("in", 2, []byte(hitLine(2)), nil)
-	unblock := `{"v":1,"kind":"unblock","time":"2026-11-24T10:00:01Z","target":"198.19.0.1","mode":"atcp"}`
-	adminSource{j}.Line("admin", 1, []byte(unblock), nil)
-	j.Line("in", 3, []byte("not json"), nil)
-	j.Line("in", 4, []byte(hitLine(1)), nil)
-	j.Idle()
-	var got []string
-	for _, l := range strings.Split(strings.TrimSpace(out.buf.String()), "\n") {
-		e := l[strings.Index(l, `"kind":"`)+8:]
-		got = append(got, e[:strings.IndexByte(e, '"')]+" "+l[strings.Index(l, `"target":"`)+10:][:10])
-	}
-	want := []string{"block 198.19.0.1", "block 198.19.0.2", "unblock 198.19.0.1", "block 198.19.0.1"}
-	if strings.Join(got, ", ") != strings.Join(want, ", ") {
-		t.Fatalf("decisions %q, want %q", got, want)
-	}
-	if j.bad != 1 || j.hits != 3 {
-		t.Fatalf("%d bad lines, %d hits; want 1, 3", j.bad, j.hits)
-	}
-}
