@@ -90,6 +90,7 @@ func run(c *cli.Context) error {
 		}),
 		failed: make(chan error, 1),
 	}
+	j.enc.Echo(&j.dec)
 	if addr := c.String(metrics.FlagName); addr != "" {
 		reg := metrics.NewRegistry()
 		j.m = newJudgeMetrics(reg)
@@ -107,9 +108,8 @@ func run(c *cli.Context) error {
 			// write after the output is closed.
 			mu.Lock()
 			defer mu.Unlock()
+			j.dead = true
 		}
-		j.judgeBatch()
-		j.dead = true
 		out.Close()
 		j.summary()
 	}()
@@ -183,8 +183,7 @@ func (a adminSource) Line(origin string, n int, data []byte, err error) {
 		return
 	}
 	// An administrator lifts a block: judge the host afresh and pass the
-	// line on to ps-block, after the hits read before it.
-	j.judgeBatch()
+	// line on to ps-block.
 	j.model.Forget(ev.Target, ev.Mode)
 	if j.m != nil {
 		j.m.unblocksPassed.Inc()
@@ -204,11 +203,8 @@ type judgeStage struct {
 	trigger int // SCAN_TRIGGER, for the log
 	out     *transport.Sink
 
-	// The hits read and not yet judged, each with the Decoder that read
-	// it, so that its decision echoes its own text (Encoder.Echo).
-	batch   [batchSize]event.Event
-	dec     [batchSize]event.Decoder
-	nb      int
+	dec     event.Decoder
+	ev      event.Event
 	verdict judge.Verdict
 	buf     []byte
 	enc     event.Encoder // the decisions' writer
@@ -226,37 +222,21 @@ type judgeStage struct {
 // expireEvery is how many hits pass between sweeps of idle hosts.
 const expireEvery = 4096
 
-// batchSize is how many hits ps-judge reads before it judges them, having
-// asked the model to read ahead for each (Model.Prefetch): in a flood of new
-// sources the host table's cache misses of a batch then overlap. A batch is
-// judged when full, when the input read so far is used up (Idle) and before
-// any other line, so hits are judged in the order read and none waits for
-// more input; the decisions are the same whatever the batches.
-const batchSize = 16
-
 func (j *judgeStage) Line(origin string, n int, data []byte, err error) {
 	if j.dead {
 		return
 	}
 	j.lines++
-	ev := &j.batch[j.nb]
 	if err == nil {
-		err = j.dec[j.nb].Decode(ev, data)
+		err = j.dec.Decode(&j.ev, data)
 	}
-	if err == nil && ev.Kind == event.KindHit {
-		j.model.Prefetch(ev)
-		if j.nb++; j.nb == batchSize {
-			j.judgeBatch()
-		}
-		return
-	}
-	// Any other line comes after the hits read before it (ev is past them).
-	j.judgeBatch()
 	if err != nil {
 		j.reject(origin, n, err)
 		return
 	}
+	ev := &j.ev
 	switch ev.Kind {
+	case event.KindHit:
 	case event.KindUnblock:
 		// Whoever writes the sensors' input (a sensor parsing hostile
 		// packets, a captured log) is not an administrator: were this
@@ -271,21 +251,8 @@ func (j *judgeStage) Line(origin string, n int, data []byte, err error) {
 		return
 	default:
 		j.reject(origin, n, fmt.Errorf("ps-judge reads hit lines, not %s", ev.Kind))
+		return
 	}
-}
-
-// judgeBatch judges the hits read and empties the batch.
-func (j *judgeStage) judgeBatch() {
-	for i := 0; i < j.nb && !j.dead; i++ {
-		j.enc.Echo(&j.dec[i])
-		j.judge(&j.batch[i])
-	}
-	j.nb = 0
-}
-
-// judge applies the guard and the model to one hit and writes what it
-// decides.
-func (j *judgeStage) judge(ev *event.Event) {
 	j.hits++
 	if j.m != nil {
 		j.m.hits.Hit(ev)
@@ -377,7 +344,6 @@ func (j *judgeStage) Idle() {
 	if j.dead {
 		return
 	}
-	j.judgeBatch()
 	j.flush()
 	j.sentOne = false
 	if j.decided {

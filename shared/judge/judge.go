@@ -28,10 +28,6 @@ import (
 // fills in a Verdict; it must not keep h.
 type Model interface {
 	Observe(h *event.Event, v *Verdict)
-	// Prefetch reads the memory Observe will need for h and changes
-	// nothing: a caller holding a batch of hits calls it for each before
-	// it observes them, so that their cache misses overlap.
-	Prefetch(h *event.Event)
 	// Forget drops what is known of a host in a mode (after an unblock).
 	Forget(a netip.Addr, m event.Mode)
 	// Expire gives back the memory of hosts idle at now.
@@ -121,12 +117,6 @@ type Trigger struct {
 	sweep   int32 // the next slot Expire looks at
 	free    int32 // first unused slot, -1 when all are used
 	evicted uint64
-	// ahead counts the Prefetch calls since the last Observe: the j-th
-	// of a batch reads where the j-th next host forgotten sits.
-	ahead int32
-	// touched keeps what Prefetch read, so that the compiler keeps the
-	// reads; its value means nothing.
-	touched uint32
 }
 
 // preallocHosts is how many hosts' room is made at once: the default
@@ -148,22 +138,8 @@ func NewTrigger(s Settings) *Trigger {
 // Stats implements Model.
 func (t *Trigger) Stats() (hosts int, evicted uint64) { return t.index.n, t.evicted }
 
-// Prefetch implements Model. In a flood of new sources each hit costs two
-// cache misses in the index (the new host's place, the forgotten one's),
-// which a batch then pays at about the cost of one.
-func (t *Trigger) Prefetch(h *event.Event) {
-	k := keyOf(h.Src, h.Mode)
-	t.touched ^= t.index.slots[t.index.hash(&k)&t.index.mask].hash
-	if len(t.hosts) >= t.s.MaxHosts && len(t.hosts) > 0 {
-		next := (int(t.hand) + int(t.ahead)) % len(t.hosts)
-		t.touched ^= t.index.slots[t.hosts[next].hash&t.index.mask].hash
-	}
-	t.ahead++
-}
-
 // Observe implements Model.
 func (t *Trigger) Observe(h *event.Event, v *Verdict) {
-	t.ahead = 0
 	now := h.Time.UnixNano()
 	k := keyOf(h.Src, h.Mode)
 	hk := t.index.hash(&k)
