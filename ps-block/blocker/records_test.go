@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portsentry/pipeline/ps-block/blockfile"
 	"github.com/portsentry/pipeline/ps-block/command"
 	"github.com/portsentry/pipeline/ps-block/hostsdeny"
 	"github.com/portsentry/pipeline/shared/event"
@@ -418,5 +419,48 @@ func TestParseEndHitsHost(t *testing.T) {
 		case tc.want != "" && l.String() != tc.want:
 			t.Errorf("%q: printed back as %q, want %q", tc.in, l, tc.want)
 		}
+	}
+}
+
+// TestRestoreCompletesHistory: blocks in the blocked file whose history
+// lines a stop lost (SIGKILL between the two appends) are written to the
+// history at the next start, once: one of the history's last second not
+// among its lines, one later; a second start writes nothing more, and an
+// emptied (rotated) history is left empty.
+func TestRestoreCompletesHistory(t *testing.T) {
+	r := newRig(t, nil)
+	r.feed(block("198.18.0.1", "tcp", 21, ""), block("198.18.0.2", "tcp", 22, ""))
+	r.results(t)
+	hist := r.b.cfg.HistoryFile
+	lost := []blockfile.Line{
+		{Time: r.now.Local(), Addr: netip.MustParseAddr("198.18.0.3"), Port: 23, Proto: "TCP"},
+		{Time: r.now.Add(5 * time.Second).Local(), Addr: netip.MustParseAddr("198.18.0.4"), Port: 24, Proto: "TCP"},
+	}
+	if err := blockfile.Append(r.b.cfg.BlockedFile+".tcp", lost); err != nil {
+		t.Fatal(err)
+	}
+	history := func() []string {
+		var out []string
+		if err := blockfile.Scan(hist, func(l blockfile.Line) { out = append(out, l.Addr.String()) }, func(int, error) {}); err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(out)
+		return out
+	}
+	want := []string{"198.18.0.1", "198.18.0.2", "198.18.0.3", "198.18.0.4"}
+	r2 := r.restart(nil)
+	if got := history(); !slices.Equal(got, want) {
+		t.Fatalf("history after the start: %q, want %q", got, want)
+	}
+	r3 := r2.restart(nil)
+	if got := history(); !slices.Equal(got, want) {
+		t.Fatalf("history after a second start: %q, want %q", got, want)
+	}
+	if err := os.Truncate(hist, 0); err != nil {
+		t.Fatal(err)
+	}
+	r3.restart(nil)
+	if got := history(); len(got) != 0 {
+		t.Fatalf("rotated history written again: %q", got)
 	}
 }

@@ -239,7 +239,12 @@ func (b *Blocker) Restore() {
 	}
 	b.restoring = true
 	defer func() { b.restoring = false }()
-	evicted := b.restoreLines()
+	gap := b.historyGap()
+	evicted := b.restoreLines(gap)
+	gap.flush(b)
+	if gap != nil && gap.written > 0 {
+		b.cfg.Log.Admin("%s: %d line(s) written that a stop had kept from it (they were in %s.<mode>)", b.cfg.HistoryFile, gap.written, b.cfg.BlockedFile)
+	}
 	b.restoreEnds()
 	if listable {
 		b.restoreInKernel()
@@ -316,12 +321,13 @@ func (b *Blocker) Restore() {
 // each record a block until the until file says otherwise (or, with no
 // line there, what BLOCK_TCP/BLOCK_UDP make of the mode: a 1.2 file). Past
 // BLOCK_MAX the oldest are lifted, a chunk at a time; it returns how many.
-func (b *Blocker) restoreLines() (evicted int) {
+func (b *Blocker) restoreLines(gap *historyGap) (evicted int) {
 	for _, m := range event.Modes {
 		path := b.cfg.BlockedFile + "." + m.String()
 		kind := b.cfg.kindOf(m)
 		err := blockfile.Scan(path, func(l blockfile.Line) {
 			b.lines[m]++
+			gap.check(b, l)
 			k := key{l.Addr.Unmap(), m}
 			if b.has(k) {
 				b.stale[m]++ // a second line for the host
@@ -346,6 +352,77 @@ func (b *Blocker) restoreLines() (evicted int) {
 		evicted += b.evict(len(b.state)-b.cfg.BlockMax, "BLOCK_MAX reached at start: the oldest are lifted")
 	}
 	return evicted
+}
+
+// historyGap is what HISTORY_FILE may lack of what the blocked files
+// record: ps-block appends a batch's lines to BLOCKED_FILE.<mode> and then
+// to HISTORY_FILE, and a stop between the two (SIGKILL, a power cut) left
+// blocks that fail2ban, which reads the history, never saw. A blocked line
+// is missing from the history when it is later than the history's last
+// second, or of that second and not among its lines (a batch's lines go
+// into each file in one write). An empty or missing history (new, or
+// rotated) is no record to complete.
+type historyGap struct {
+	last    int64 // unix seconds of the history's last line
+	seen    map[historyKey]bool
+	lost    []blockfile.Line
+	written int
+}
+
+type historyKey struct {
+	addr  netip.Addr
+	proto string
+}
+
+// historyTail bounds how far from its end the history's last second is
+// looked for.
+const historyTail = 16 << 20
+
+// historyGap reads the history's last second, or returns nil when there
+// is no history to complete.
+func (b *Blocker) historyGap() *historyGap {
+	if b.cfg.HistoryFile == "" || b.cfg.DryRun {
+		return nil
+	}
+	lines, ok, err := blockfile.LastSecond(b.cfg.HistoryFile, historyTail)
+	if err != nil {
+		b.cfg.Log.Admin("%v", err)
+	}
+	if !ok {
+		return nil
+	}
+	g := &historyGap{last: lines[0].Time.Unix(), seen: map[historyKey]bool{}}
+	for _, l := range lines {
+		g.seen[historyKey{l.Addr.Unmap(), l.Proto}] = true
+	}
+	return g
+}
+
+// check keeps l if the history lacks it.
+func (g *historyGap) check(b *Blocker, l blockfile.Line) {
+	if g == nil {
+		return
+	}
+	if t := l.Time.Unix(); t < g.last || t == g.last && g.seen[historyKey{l.Addr.Unmap(), l.Proto}] {
+		return
+	}
+	g.lost = append(g.lost, l)
+	if len(g.lost) >= restoreChunk {
+		g.flush(b)
+	}
+}
+
+// flush appends the lines kept to the history.
+func (g *historyGap) flush(b *Blocker) {
+	if g == nil || len(g.lost) == 0 {
+		return
+	}
+	if err := blockfile.Append(b.cfg.HistoryFile, g.lost); err != nil {
+		b.cfg.Log.Admin("%v", err)
+	} else {
+		g.written += len(g.lost)
+	}
+	g.lost = g.lost[:0]
 }
 
 // restoreEnds reads the until file, a line at a time, into the records
