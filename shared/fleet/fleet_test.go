@@ -125,10 +125,16 @@ func TestDecisionsReachOtherMembersOnce(t *testing.T) {
 			t.Errorf("line %d = %s, want %s naming host-a", i, lines[i], want)
 		}
 	}
-	// The publisher skips its own.
+	// The publisher skips its own, and says no pause of its input for
+	// them: that would cut its own input's batch.
 	if l, e := mine.snapshot(); len(l)+len(e) != 0 {
 		t.Errorf("host-a followed its own decisions: %q %q", l, e)
 	}
+	mine.mu.Lock()
+	if mine.idle != 0 {
+		t.Errorf("host-a's own decisions called Idle %d times, want none", mine.idle)
+	}
+	mine.mu.Unlock()
 
 	// A member starting now gets what is in force: the unblocked host no
 	// longer, each other once.

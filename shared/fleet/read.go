@@ -136,12 +136,15 @@ func Follow(ctx context.Context, nc *nats.Conn, self string, h transport.Handler
 	// calls h.Idle only when none waits, in the client or on the server:
 	// while h carries out a batch the next messages gather, so a stream of
 	// decisions is carried out in batches, one at a time only when they
-	// come one at a time.
+	// come one at a time. A member's own decisions come back too: they
+	// are skipped and call no h.Idle, which would cut the batch its own
+	// input is filling into pieces.
 	queue := make(chan jetstream.Msg, followQueue)
 	worked := make(chan struct{})
 	go func() {
 		defer close(worked)
 		var ev event.Event
+		handed := false // a line went to h since its last Idle
 		for {
 			var m jetstream.Msg
 			select {
@@ -156,9 +159,11 @@ func Follow(ctx context.Context, nc *nats.Conn, self string, h transport.Handler
 			if m.Headers().Get(HeaderSender) != self {
 				line, err := checkDecision(m.Subject(), m.Data(), &ev)
 				h.Line("NATS "+m.Subject(), int(meta.Sequence.Stream), line, err)
+				handed = true
 			}
-			if len(queue) == 0 && meta.NumPending == 0 {
+			if handed && len(queue) == 0 && meta.NumPending == 0 {
 				h.Idle()
+				handed = false
 			}
 		}
 	}()
