@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -128,20 +129,35 @@ func advFuzzLines(t *testing.T) []advHostile {
 	return out
 }
 
-// advFeed writes lines to w, pausing after every batch so that the stages'
-// rate-limited logs (20 lines a second) have room for every report: the
-// test asserts that each line is reported, not that a flood is.
-func advFeed(w io.WriteCloser, lines []string) {
-	for i, l := range lines {
-		if i > 0 && i%15 == 0 {
+// advFeed writes lines 15 at a time, each group once the stage has
+// reported the lines before it (or after 10 s) and 1.1 s later: the logs'
+// rate limit (20 lines a second) then never sees two groups in one second,
+// however slowly the stage starts or reads under load.
+func advFeed(w io.WriteCloser, lines []string, reported func() int) {
+	defer w.Close()
+	for i := 0; i < len(lines); i += 15 {
+		if i > 0 {
+			for end := time.Now().Add(10 * time.Second); reported() < i && time.Now().Before(end); {
+				time.Sleep(20 * time.Millisecond)
+			}
 			time.Sleep(1100 * time.Millisecond)
 		}
-		if _, err := io.WriteString(w, l+"\n"); err != nil {
-			break
+		for _, l := range lines[i:min(i+15, len(lines))] {
+			if _, err := io.WriteString(w, l+"\n"); err != nil {
+				return
+			}
 		}
 	}
-	w.Close()
 }
+
+// advReported counts the lines of a stage's log that report an input line:
+// refused by its number, or by the guard.
+func advReported(stderr string) int {
+	b, _ := os.ReadFile(stderr) // not there yet: nothing reported
+	return len(advReportRE.FindAll(b, -1))
+}
+
+var advReportRE = regexp.MustCompile(`stdin line [0-9]+: |refusing to block | ignored: `)
 
 // TestAdvHostileLines sends hand-written and fuzz-found hostile lines into
 // ps-judge and ps-block, whose KILL_RUN_CMD touches a marker file: no
@@ -193,7 +209,7 @@ func TestAdvHostileLines(t *testing.T) {
 			var stdout bytes.Buffer
 			cmd.Stdout = &stdout
 			s := advStart(t, dir, prog, cmd)
-			go advFeed(stdin, lines)
+			go advFeed(stdin, lines, func() int { return advReported(s.stderr) })
 			select {
 			case <-s.done:
 			case <-time.After(60 * time.Second):
