@@ -58,6 +58,10 @@ func ReadHits(nc *nats.Conn, h transport.Handler) (*nats.Subscription, error) {
 	if err := sub.SetPendingLimits(pendingMsgs, pendingBytes); err != nil {
 		return nil, fmt.Errorf("NATS subscribe %s.hit.>: %w", Prefix, err)
 	}
+	// A round trip, so that the server has the subscription when this
+	// returns and a hit published next is not missed. With the server away
+	// it is sent on reconnecting, as nats.go does for every subscription.
+	_ = nc.FlushTimeout(5 * time.Second)
 	return sub, nil
 }
 
