@@ -33,9 +33,11 @@ func DecodeInto(e *Event, line []byte) error {
 	return d.Decode(e, line)
 }
 
-// Decoder is DecodeInto for a stage that reads many lines: it keeps the
-// last second and addresses it read, which the hits of a flood share (one
-// destination, one second for a thousand lines). The zero Decoder is ready.
+// Decoder is DecodeInto for a stage that reads many lines: it keeps what
+// the last hit it read shares with the next ones of a flood (the second,
+// the addresses, the stretches of text between them), and never gives
+// another answer for it (TestDecoderRemembers, FuzzDecodeHit). The zero
+// Decoder is ready.
 type Decoder struct {
 	second    secondCache
 	src, dst  addrCache
@@ -54,8 +56,9 @@ type timeText struct {
 // keep records t, read from text.
 func (w *timeText) keep(t time.Time, text []byte) {
 	w.t, w.n = t, uint8(copy(w.text[:], text))
-	// Append writes the fraction without its trailing zeros, and none
-	// when it is zero; parseUTC took nothing else but these.
+	// parseUTC takes only YYYY-MM-DDTHH:MM:SS[.digits]Z, and Append
+	// writes the fraction without trailing zeros (none when it is zero):
+	// the text is Append's when its fraction, if any, ends in a non-zero.
 	w.canonical = int(w.n) == len(text) && (len(text) == 20 || text[len(text)-2] != '0')
 }
 

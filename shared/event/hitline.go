@@ -10,10 +10,10 @@ import (
 // in Append's order, no spaces, no escapes) straight into e, as a template
 // is matched: no key is looked up and no field is kept for later checks. A
 // flood of hits is almost all such lines, and this costs a fraction of the
-// general path. e must be zero; for any other line it returns false and
-// leaves e zero, and the general path then reads the line and gives the
-// error, if any. A line it takes,
-// the general path reads to the same event (FuzzDecodeHit).
+// general path. e must be zero (Decode zeroes it) and is filled in place;
+// for any other line decodeHit returns false and leaves e zero, and the
+// general path then reads the line and gives the error, if any. A line it
+// takes, the general path reads to the same event (FuzzDecodeHit).
 func (d *Decoder) decodeHit(e *Event, b []byte) bool {
 	c := cursor{b: b, ok: true}
 	c.lit(&litHead)
@@ -24,20 +24,17 @@ func (d *Decoder) decodeHit(e *Event, b []byte) bool {
 		return false
 	}
 	d.when.keep(t, text)
-	// Decode gave e zeroed: it is filled in place, and zeroed again if
-	// the line is off the template.
-	h := e
-	h.Kind, h.Time = KindHit, t
-	d.middle(&c, h)
-	h.Src = c.addr(&d.src)
+	e.Kind, e.Time = KindHit, t
+	d.middle(&c, e)
+	e.Src = c.addr(&d.src)
 	c.lit(&litSport)
-	h.Sport = c.port()
+	e.Sport = c.port()
 	c.lit(&litDst)
-	h.Dst = c.addr(&d.dst)
+	e.Dst = c.addr(&d.dst)
 	c.lit(&litDport)
-	h.Dport = c.port()
-	d.end(&c, h)
-	if !c.ok || h.Mode == ModeNone || h.Scan == ScanNone || h.Src.Is4() != h.Dst.Is4() || h.Flags != "" && h.Proto != ProtoTCP {
+	e.Dport = c.port()
+	d.end(&c, e)
+	if !c.ok || e.Mode == ModeNone || e.Scan == ScanNone || e.Src.Is4() != e.Dst.Is4() || e.Flags != "" && e.Proto != ProtoTCP {
 		*e = Event{}
 		return false
 	}
