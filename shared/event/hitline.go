@@ -2,7 +2,6 @@ package event
 
 import (
 	"encoding/binary"
-	"math/bits"
 	"net/netip"
 )
 
@@ -180,41 +179,23 @@ func (c *cursor) lit(w *word) {
 	c.i += w.n
 }
 
-// text reads a string's text up to its closing quote, which it reads too.
-// Any escape stays in the text, and no field this template reads accepts a
-// backslash: such a line is left to the general path.
+// text reads a string's text up to its closing quote, which it reads too;
+// every string of the template follows a literal that ends with its opening
+// quote. flatString reads it, and refuses what no field of a hit takes
+// (an escape, a control character, a byte outside ASCII): such a line is
+// left to the general path.
 func (c *cursor) text() []byte {
-	if !c.ok {
+	if !c.ok || c.i == 0 || c.b[c.i-1] != '"' {
+		c.ok = false
 		return nil
 	}
-	// The fields are short: eight bytes at a time, as flatString does,
-	// costs less than a call to bytes.IndexByte.
-	j := c.i
-	for ; j+8 <= len(c.b); j += 8 {
-		if q := quoteBytes(binary.LittleEndian.Uint64(c.b[j:])); q != 0 {
-			j += bits.TrailingZeros64(q) / 8
-			s := c.b[c.i:j]
-			c.i = j + 1
-			return s
-		}
+	s, next, ok := flatString(c.b, c.i-1)
+	if !ok {
+		c.ok = false
+		return nil
 	}
-	for ; j < len(c.b); j++ {
-		if c.b[j] == '"' {
-			s := c.b[c.i:j]
-			c.i = j + 1
-			return s
-		}
-	}
-	c.ok = false
-	return nil
-}
-
-// quoteBytes flags (in its high bit) each byte of x that is a quote; only
-// the lowest flag is exact, as in stopBytes.
-func quoteBytes(x uint64) uint64 {
-	const ones, highs = 0x0101010101010101, 0x8080808080808080
-	q := x ^ (ones * '"')
-	return (q - ones) &^ q & highs
+	c.i = next
+	return s
 }
 
 // name reads a string that must be one of the names of t and returns its
