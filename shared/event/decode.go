@@ -750,13 +750,11 @@ func parseAddr(text []byte) (netip.Addr, error) {
 	if bytes.IndexByte(text, '%') >= 0 {
 		return netip.Addr{}, fmt.Errorf("address %q has a zone", text)
 	}
-	// The unsafe view saves an allocation per address; netip keeps no
-	// reference to it in an Addr without a zone, and its error is dropped.
-	a, err := netip.ParseAddr(unsafe.String(unsafe.SliceData(text), len(text)))
-	if err != nil {
+	a, _, ok := scanAddr(text)
+	if !ok {
 		return netip.Addr{}, fmt.Errorf("not an IP address: %q", text)
 	}
-	return a.Unmap(), nil
+	return a, nil
 }
 
 // ParseAddr parses an address by the same rules as event lines: no zones,
