@@ -16,6 +16,7 @@ import (
 	"github.com/portsentry/pipeline/ps-block/blockfile"
 	"github.com/portsentry/pipeline/ps-block/gate"
 	"github.com/portsentry/pipeline/ps-block/recfile"
+	"github.com/portsentry/pipeline/shared/alert"
 	"github.com/portsentry/pipeline/shared/event"
 )
 
@@ -243,7 +244,7 @@ func (b *Blocker) Restore() {
 	evicted := b.restoreLines(gap)
 	gap.flush(b)
 	if gap != nil && gap.written > 0 {
-		b.cfg.Log.Admin("%s: %d line(s) written that a stop had kept from it (they were in %s.<mode>)", b.cfg.HistoryFile, gap.written, b.cfg.BlockedFile)
+		b.cfg.Log.Admin("HISTORY_FILE %s lacked %s recorded in %s.<mode> (ps-block stopped between writing the two): written now", b.cfg.HistoryFile, alert.Count(gap.written, "block"), b.cfg.BlockedFile)
 	}
 	b.restoreEnds()
 	if listable {
