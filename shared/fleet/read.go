@@ -98,6 +98,9 @@ const (
 	followQueue     = 1024
 	followPull      = 2048
 	followPullBytes = 4 << 20
+	// followSettle is how long a decision handed to h waits for the next
+	// message the server says is coming before h is told to carry it out.
+	followSettle = 50 * time.Millisecond
 )
 
 // Follow feeds h the fleet's decisions: first every one still in force
@@ -143,16 +146,29 @@ func Follow(ctx context.Context, nc *nats.Conn, self string, h transport.Handler
 	// come one at a time. A member's own decisions come back too: they
 	// are skipped and call no h.Idle, which would cut the batch its own
 	// input is filling into pieces.
+	// The server's count of what waits (NumPending) decides no more than
+	// the batch: when the queue is empty and the count says more is coming
+	// but nothing comes within followSettle, h is told the input paused, so
+	// a decision handed to it never waits on a count that is off.
 	queue := make(chan jetstream.Msg, followQueue)
 	worked := make(chan struct{})
 	go func() {
 		defer close(worked)
 		var ev event.Event
 		handed := false // a line went to h since its last Idle
+		settle := time.NewTimer(followSettle)
+		settle.Stop()
+		defer settle.Stop()
 		for {
 			var m jetstream.Msg
 			select {
 			case m = <-queue:
+			case <-settle.C:
+				if handed {
+					h.Idle()
+					handed = false
+				}
+				continue
 			case <-ctx.Done():
 				return
 			}
@@ -165,9 +181,13 @@ func Follow(ctx context.Context, nc *nats.Conn, self string, h transport.Handler
 				h.Line("NATS "+m.Subject(), int(meta.Sequence.Stream), line, err)
 				handed = true
 			}
-			if handed && len(queue) == 0 && meta.NumPending == 0 {
+			switch {
+			case !handed || len(queue) > 0:
+			case meta.NumPending == 0:
 				h.Idle()
 				handed = false
+			default:
+				settle.Reset(followSettle)
 			}
 		}
 	}()
