@@ -6,59 +6,70 @@ import "net/netip"
 // netip.ParseAddr does (the same texts, the same address), IPv4-mapped
 // ones unmapped. It also says whether s is the address's own form, the
 // text netip.Addr.AppendTo writes (RFC 5952 for IPv6), which a writer may
-// then copy. It is the hit template's parser: a flood of spoofed sources
-// is one address to parse per line, and a table of hex digits with no
-// error to build costs half of netip's. FuzzScanAddr holds it to netip.
+// then copy. FuzzScanAddr holds it to netip.
 func scanAddr(s []byte) (a netip.Addr, canonical, ok bool) {
-	for i := 0; i < len(s); i++ {
-		switch s[i] {
-		case '.':
-			var ip [4]byte
-			if !scanIPv4(s, ip[:]) {
-				return netip.Addr{}, false, false
-			}
-			// netip takes no other form of an IPv4 address.
-			return netip.AddrFrom4(ip), true, true
-		case ':':
-			return scanIPv6(s)
-		case '%':
-			return netip.Addr{}, false, false
-		}
-	}
-	return netip.Addr{}, false, false
+	a, canonical, n, ok := readAddr(s)
+	return a, canonical, ok && n == len(s)
 }
 
-// scanIPv4 reads dotted decimal into ip: four fields of 0 to 255, no
-// leading zero.
-func scanIPv4(s []byte, ip []byte) bool {
-	val, pos, digits := 0, 0, 0
-	for i, c := range s {
-		switch {
-		case c >= '0' && c <= '9':
-			if digits == 1 && val == 0 {
-				return false
+// readAddr is scanAddr on the text that starts b and ends at its first
+// quote, or at its end, and also returns the text's length. It is the hit
+// template's parser, which reads a string in place: a flood of spoofed
+// sources is one address to parse per line, and a table of hex digits
+// with no error to build costs a third of netip's.
+func readAddr(b []byte) (a netip.Addr, canonical bool, n int, ok bool) {
+	for i := 0; i < len(b) && i < 5; i++ {
+		switch b[i] {
+		case '.':
+			var ip [4]byte
+			if n, ok = readIPv4(b, &ip); !ok {
+				return netip.Addr{}, false, 0, false
 			}
-			val = val*10 + int(c-'0')
-			digits++
-			if val > 255 {
-				return false
-			}
-		case c == '.':
-			if i == 0 || i == len(s)-1 || s[i-1] == '.' || pos == 3 {
-				return false
-			}
-			ip[pos] = byte(val)
-			pos++
-			val, digits = 0, 0
-		default:
-			return false
+			// netip takes no other form of an IPv4 address.
+			return netip.AddrFrom4(ip), true, n, true
+		case ':':
+			return readIPv6(b)
 		}
 	}
-	if pos < 3 {
-		return false
+	return netip.Addr{}, false, 0, false
+}
+
+// ends reports whether an address's text ends at b.
+func ends(b []byte) bool { return len(b) == 0 || b[0] == '"' }
+
+// readIPv4 reads dotted decimal at the start of b into ip: four fields of
+// 0 to 255, no leading zero; the text ends as readAddr's does.
+func readIPv4(b []byte, ip *[4]byte) (n int, ok bool) {
+	i := 0
+	for f := range 4 {
+		if f > 0 {
+			if i >= len(b) || b[i] != '.' {
+				return 0, false
+			}
+			i++
+		}
+		if i >= len(b) || b[i]-'0' > 9 {
+			return 0, false
+		}
+		v := uint(b[i] - '0')
+		i++
+		if i < len(b) && b[i]-'0' <= 9 {
+			if v == 0 {
+				return 0, false
+			}
+			v = v*10 + uint(b[i]-'0')
+			i++
+			if i < len(b) && b[i]-'0' <= 9 {
+				v = v*10 + uint(b[i]-'0')
+				i++
+			}
+		}
+		if v > 255 {
+			return 0, false
+		}
+		ip[f] = byte(v)
 	}
-	ip[3] = byte(val)
-	return true
+	return i, ends(b[i:])
 }
 
 // hexDigit is each byte's value as a hex digit, or 0xff; upperHex is set
@@ -78,16 +89,17 @@ var hexDigit = func() (t [256]byte) {
 
 const upperHex = 0x10
 
-// scanIPv6 reads groups of one to four hex digits separated by colons, one
+// readIPv6 reads groups of one to four hex digits separated by colons, one
 // "::" standing for at least one group of zeros, and maybe an IPv4 address
-// in place of the last two groups.
-func scanIPv6(s []byte) (a netip.Addr, canonical, ok bool) {
+// in place of the last two groups; the text ends as readAddr's does.
+func readIPv6(b []byte) (a netip.Addr, canonical bool, n int, ok bool) {
 	var ip [16]byte
+	s := b
 	ellipsis := -1 // where "::" is in ip
 	if len(s) >= 2 && s[0] == ':' && s[1] == ':' {
 		ellipsis, s = 0, s[2:]
-		if len(s) == 0 {
-			return netip.IPv6Unspecified(), true, true
+		if ends(s) {
+			return netip.IPv6Unspecified(), true, 2, true
 		}
 	}
 	// Off its own form: a capital, a leading zero, an embedded IPv4
@@ -107,52 +119,59 @@ func scanIPv6(s []byte) (a netip.Addr, canonical, ok bool) {
 			acc = acc<<4 | int(d&0xf)
 		}
 		if off == 0 || off > 4 {
-			return netip.Addr{}, false, false
+			return netip.Addr{}, false, 0, false
 		}
 		if seen&upperHex != 0 || s[0] == '0' && off > 1 {
 			odd = true
 		}
 		if off < len(s) && s[off] == '.' {
-			if ellipsis < 0 && i != 12 || i+4 > 16 || !scanIPv4(s, ip[i:i+4]) {
-				return netip.Addr{}, false, false
+			var v4 [4]byte
+			if ellipsis < 0 && i != 12 || i+4 > 16 {
+				return netip.Addr{}, false, 0, false
 			}
-			s, i, odd = nil, i+4, true
+			m, ok := readIPv4(s, &v4)
+			if !ok {
+				return netip.Addr{}, false, 0, false
+			}
+			copy(ip[i:], v4[:])
+			s, i, odd = s[m:], i+4, true
 			break
 		}
 		ip[i], ip[i+1] = byte(acc>>8), byte(acc)
 		i += 2
-		if s = s[off:]; len(s) == 0 {
+		if s = s[off:]; ends(s) {
 			break
 		}
-		if s[0] != ':' || len(s) == 1 {
-			return netip.Addr{}, false, false
+		if s[0] != ':' || ends(s[1:]) {
+			return netip.Addr{}, false, 0, false
 		}
 		if s = s[1:]; s[0] == ':' {
 			if ellipsis >= 0 {
-				return netip.Addr{}, false, false
+				return netip.Addr{}, false, 0, false
 			}
 			ellipsis, s = i, s[1:]
-			if len(s) == 0 {
+			if ends(s) {
 				break
 			}
 		}
 	}
-	if len(s) != 0 {
-		return netip.Addr{}, false, false
+	if !ends(s) {
+		return netip.Addr{}, false, 0, false
 	}
-	n := 16 - i // bytes of zeros "::" stands for
+	n = len(b) - len(s)
+	zeros := 16 - i // bytes of zeros "::" stands for
 	if i < 16 {
 		if ellipsis < 0 {
-			return netip.Addr{}, false, false
+			return netip.Addr{}, false, 0, false
 		}
-		copy(ip[ellipsis+n:], ip[ellipsis:i])
-		clear(ip[ellipsis : ellipsis+n])
+		copy(ip[ellipsis+zeros:], ip[ellipsis:i])
+		clear(ip[ellipsis : ellipsis+zeros])
 	} else if ellipsis >= 0 {
-		return netip.Addr{}, false, false
+		return netip.Addr{}, false, 0, false
 	}
 	a = netip.AddrFrom16(ip)
 	if a.Is4In6() {
-		return a.Unmap(), false, true
+		return a.Unmap(), false, n, true
 	}
 	// Its own form shortens the first longest run of two or more zero
 	// groups, and only that.
@@ -160,9 +179,9 @@ func scanIPv6(s []byte) (a netip.Addr, canonical, ok bool) {
 	if ellipsis < 0 {
 		canonical = !odd && start == end
 	} else {
-		canonical = !odd && ellipsis == 2*start && n == 2*(end-start)
+		canonical = !odd && ellipsis == 2*start && zeros == 2*(end-start)
 	}
-	return a, canonical, true
+	return a, canonical, n, true
 }
 
 // zeroRun returns the groups [start, end) of the first longest run of two

@@ -8,7 +8,8 @@ import (
 )
 
 // FuzzScanAddr holds scanAddr to netip.ParseAddr: the same texts, the same
-// addresses (unmapped), and no zone ever.
+// addresses (unmapped), and no zone ever; and readAddr to scanAddr, on the
+// same text closed by a quote and followed by more.
 func FuzzScanAddr(f *testing.F) {
 	for _, s := range []string{"198.18.0.1", "0.0.0.0", "255.255.255.255", "01.2.3.4", "1.2.3", "1.2.3.4.5", "1..2.3", "256.1.1.1",
 		"::", "::1", "2001:db8::2", "2001:db8:853b:797e:2e9b:79db:553:9b95", "2001:DB8::A", "::ffff:198.18.0.1", "::198.18.0.1",
@@ -19,6 +20,12 @@ func FuzzScanAddr(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, s []byte) {
 		got, canonical, ok := scanAddr(s)
+		if bytes.IndexByte(s, '"') < 0 {
+			quoted := append(append(bytes.Clone(s), '"'), s...)
+			if a, c, n, qok := readAddr(quoted); qok != ok || ok && (a != got || c != canonical || n != len(s)) {
+				t.Fatalf("readAddr(%q) = %v, %v, %d, %v; scanAddr: %v, %v, %v", quoted, a, c, n, qok, got, canonical, ok)
+			}
+		}
 		want, err := netip.ParseAddr(string(s))
 		if bytes.IndexByte(s, '%') >= 0 {
 			if ok {

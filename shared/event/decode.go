@@ -40,7 +40,8 @@ func DecodeInto(e *Event, line []byte) error {
 // Decoder is ready.
 type Decoder struct {
 	second    secondCache
-	src, dst  addrCache
+	src       addrCache
+	dst       [2]addrCache // IPv4 and IPv6: a dual-stack host's two
 	mid, tail segment
 	when      timeText // the time of the last hit read
 }
@@ -339,46 +340,63 @@ var stringStop = func() (t [256]bool) {
 // parseUTC is the fast path for the one form the stages write,
 // YYYY-MM-DDTHH:MM:SS[.fraction]Z. It refuses anything else, including
 // out-of-range fields, which time.Time.UnmarshalText then judges.
-func parseUTC(b []byte) (time.Time, bool) { return (*secondCache)(nil).parseUTC(b) }
+func parseUTC(b []byte) (time.Time, bool) {
+	t, n, ok := (*secondCache)(nil).read(b)
+	return t, ok && n == len(b)
+}
 
-// secondCache keeps the last second parseUTC read, whose text the next
-// lines of a flood share.
+// secondCache keeps the last second read, whose text the next lines of a
+// flood share.
 type secondCache struct {
 	text [len("2006-01-02T15:04:05")]byte
 	unix int64
 	set  bool
 }
 
-// parseUTC is the package's parseUTC, with c, if not nil, consulted and
-// updated.
-func (c *secondCache) parseUTC(b []byte) (time.Time, bool) {
-	if len(b) < 20 || b[len(b)-1] != 'Z' {
-		return time.Time{}, false
+// read is parseUTC on the time that starts b, with c, if not nil,
+// consulted and updated; it also returns the time's length. Every byte it
+// takes is one it checked, so the hit template reads a time in place.
+func (c *secondCache) read(b []byte) (t time.Time, n int, ok bool) {
+	if len(b) < 20 {
+		return time.Time{}, 0, false
 	}
 	ns := 0
-	if frac := b[19 : len(b)-1]; len(frac) > 0 {
-		if frac[0] != '.' || len(frac) < 2 || len(frac) > 10 {
-			return time.Time{}, false
+	n = 19
+	if b[n] == '.' {
+		for n++; n < len(b) && n < 30 && b[n]-'0' <= 9; n++ {
+			ns = ns*10 + int(b[n]-'0')
 		}
-		if ns = decimal(frac[1:]); ns < 0 {
-			return time.Time{}, false
+		digits := n - 20
+		if digits < 1 || digits > 9 {
+			return time.Time{}, 0, false
 		}
-		for i := len(frac) - 1; i < 9; i++ {
+		for ; digits < 9; digits++ {
 			ns *= 10
 		}
 	}
-	if c != nil && c.set && string(b[:19]) == string(c.text[:]) {
-		return time.Unix(c.unix, int64(ns)).UTC(), true
+	if n >= len(b) || b[n] != 'Z' {
+		return time.Time{}, 0, false
+	}
+	n++
+	if c != nil && c.set && sameSecond(b, &c.text) {
+		return time.Unix(c.unix, int64(ns)).UTC(), n, true
 	}
 	unix, ok := parseSecond(b[:19])
 	if !ok {
-		return time.Time{}, false
+		return time.Time{}, 0, false
 	}
 	if c != nil {
 		copy(c.text[:], b[:19])
 		c.unix, c.set = unix, true
 	}
-	return time.Unix(unix, int64(ns)).UTC(), true
+	return time.Unix(unix, int64(ns)).UTC(), n, true
+}
+
+// sameSecond reports whether b, of 19 bytes or more, starts with text: in
+// three loads, not a call.
+func sameSecond(b []byte, text *[19]byte) bool {
+	le := binary.LittleEndian
+	return le.Uint64(b) == le.Uint64(text[:]) && le.Uint64(b[8:]) == le.Uint64(text[8:]) && le.Uint64(b[11:]) == le.Uint64(text[11:])
 }
 
 // parseSecond reads YYYY-MM-DDTHH:MM:SS as unix seconds.

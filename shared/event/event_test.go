@@ -3,7 +3,9 @@ package event
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"strconv"
@@ -169,5 +171,44 @@ func TestAppendInt(t *testing.T) {
 		if got, want := string(appendInt(nil, "k", n)), `,"k":`+strconv.Itoa(n); got != want {
 			t.Errorf("appendInt(%d) = %s, want %s", n, got, want)
 		}
+	}
+}
+
+// spoofedLines are n hit lines as a flood of spoofed sources makes them:
+// a new source each line (half of them IPv6, at random, as hitgen's), a new
+// millisecond each,
+// one after the other in memory as a reader's buffer holds them.
+func spoofedLines(n int) [][]byte {
+	var all []byte
+	r := rand.New(rand.NewPCG(1, 2))
+	start := time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
+	for i := range n {
+		e := Event{Kind: KindHit, Time: start.Add(time.Duration(i) * time.Millisecond), Sensor: "ps-sniff",
+			Mode: ModeATCP, Proto: ProtoTCP, Sport: uint16(r.IntN(65536)), Dport: uint16(r.IntN(1024)), Scan: ScanSYN, Flags: "S"}
+		if r.IntN(2) == 0 {
+			var a [16]byte
+			binary.BigEndian.PutUint64(a[:], 0x20010db8<<32|r.Uint64()>>32)
+			binary.BigEndian.PutUint64(a[8:], r.Uint64())
+			e.Src, e.Dst = netip.AddrFrom16(a), netip.MustParseAddr("2001:db8::2")
+		} else {
+			e.Src, e.Dst = netip.AddrFrom4([4]byte{198, 18, byte(r.IntN(256)), byte(r.IntN(256))}), netip.MustParseAddr("198.18.0.2")
+		}
+		all = Append(all, &e)
+	}
+	return bytes.SplitAfter(all, []byte("\n"))[:n]
+}
+
+// BenchmarkDecodeSpoofed decodes a flood of spoofed sources' hits, whose
+// sources and times no cache of the Decoder holds.
+func BenchmarkDecodeSpoofed(b *testing.B) {
+	lines := spoofedLines(1 << 16)
+	var e Event
+	var d Decoder
+	i := 0
+	for b.Loop() {
+		if err := d.Decode(&e, lines[i&(len(lines)-1)]); err != nil {
+			b.Fatal(err)
+		}
+		i++
 	}
 }

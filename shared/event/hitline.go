@@ -3,6 +3,7 @@ package event
 import (
 	"encoding/binary"
 	"net/netip"
+	"time"
 )
 
 // decodeHit reads a hit line written exactly as Append writes one (its keys
@@ -17,19 +18,18 @@ func (d *Decoder) decodeHit(e *Event, b []byte) bool {
 	c := cursor{b: b, ok: true}
 	c.lit(&litHead)
 	c.lit(&litHit)
-	text := c.text()
-	t, ok := d.second.parseUTC(text)
-	if !ok || t.Before(MinTime) || !t.Before(MaxTime) {
+	t, text := c.time(&d.second)
+	if !c.ok || t.Before(MinTime) || !t.Before(MaxTime) {
 		return false
 	}
 	d.when.keep(t, text)
 	e.Kind, e.Time = KindHit, t
 	d.middle(&c, e)
-	e.Src = c.addr(&d.src)
+	e.Src = c.addr(&d.src, &d.src)
 	c.lit(&litSport)
 	e.Sport = c.port()
 	c.lit(&litDst)
-	e.Dst = c.addr(&d.dst)
+	e.Dst = c.addr(&d.dst[0], &d.dst[1])
 	c.lit(&litDport)
 	e.Dport = c.port()
 	d.end(&c, e)
@@ -57,7 +57,7 @@ type segment struct {
 // same reads the segment if the line goes on with it.
 func (g *segment) same(c *cursor, toEnd bool) bool {
 	n := g.n
-	if !c.ok || n == 0 || len(c.b)-c.i < n || toEnd && len(c.b)-c.i != n || string(c.b[c.i:c.i+n]) != string(g.text[:n]) {
+	if !c.ok || n == 0 || len(c.b)-c.i < n || toEnd && len(c.b)-c.i != n || !sameText(c.b[c.i:c.i+n], g.text[:n]) {
 		return false
 	}
 	c.i += n
@@ -243,17 +243,62 @@ func pack(s []byte) uint64 {
 
 var modeTable, protoTable, scanTable = packNames(modeNames[:]), packNames(protoNames[:]), packNames(scanNames[:])
 
-func (c *cursor) addr(cache *addrCache) netip.Addr {
-	s := c.text()
-	if !c.ok {
+// addr reads an address string in place, consulting the caches of IPv4
+// and IPv6 (which may be one).
+func (c *cursor) addr(v4, v6 *addrCache) netip.Addr {
+	if !c.opened() {
 		return netip.Addr{}
 	}
-	a, ok := cache.parse(s)
-	c.ok = ok
-	return a
+	b := c.b[c.i:]
+	if a, n, ok := v4.hit(b); ok {
+		return closed(c, n, ok, a)
+	}
+	if a, n, ok := v6.hit(b); ok {
+		return closed(c, n, ok, a)
+	}
+	a, canonical, n, ok := readAddr(b)
+	if ok {
+		if a.Is4() {
+			v4.keep(b[:n], a, canonical)
+		} else {
+			v6.keep(b[:n], a, canonical)
+		}
+	}
+	return closed(c, n, ok, a)
 }
 
-// addrCache keeps the last address text parsed and what it gave.
+// time reads a time string in place, with the Decoder's second.
+func (c *cursor) time(second *secondCache) (time.Time, []byte) {
+	if !c.opened() {
+		return time.Time{}, nil
+	}
+	t, n, ok := second.read(c.b[c.i:])
+	text := c.b[c.i : c.i+n]
+	return closed(c, n, ok, t), text
+}
+
+// opened reports whether a string opened: every string of the template
+// follows a literal that ends with its opening quote.
+func (c *cursor) opened() bool {
+	if !c.ok || c.i == 0 || c.b[c.i-1] != '"' {
+		c.ok = false
+	}
+	return c.ok
+}
+
+// closed moves past a string's text of n bytes read in place, which its
+// closing quote must follow, and returns v, or v's zero value on failure.
+func closed[T any](c *cursor, n int, ok bool, v T) T {
+	if !ok || c.i+n >= len(c.b) || c.b[c.i+n] != '"' {
+		c.ok = false
+		var zero T
+		return zero
+	}
+	c.i += n + 1
+	return v
+}
+
+// addrCache keeps the last address text read and what it gave.
 type addrCache struct {
 	text      [45]byte // the longest IPv6 text without a zone
 	n         uint8
@@ -261,21 +306,40 @@ type addrCache struct {
 	a         netip.Addr
 }
 
-// parse is scanAddr, consulting and updating c. Only addresses are kept:
-// a text that is none is parsed again each time.
-func (c *addrCache) parse(s []byte) (netip.Addr, bool) {
-	if c.n > 0 && string(s) == string(c.text[:c.n]) {
-		return c.a, true
+// hit returns the address kept, if b starts with its text and a quote.
+func (c *addrCache) hit(b []byte) (netip.Addr, int, bool) {
+	if n := int(c.n); n > 0 && n < len(b) && b[n] == '"' && sameText(b[:n], c.text[:n]) {
+		return c.a, n, true
 	}
-	a, canonical, ok := scanAddr(s)
-	if !ok {
-		return netip.Addr{}, false
-	}
-	if len(s) <= len(c.text) {
-		c.n = uint8(copy(c.text[:], s))
+	return netip.Addr{}, 0, false
+}
+
+// keep records that text is a, in its own form or not.
+func (c *addrCache) keep(text []byte, a netip.Addr, canonical bool) {
+	if len(text) <= len(c.text) {
+		c.n = uint8(copy(c.text[:], text))
 		c.a, c.canonical = a, canonical
 	}
-	return a, true
+}
+
+// sameText reports whether a and b, of equal lengths, are equal: eight
+// bytes at a time, the last eight first (where spoofed addresses differ),
+// with no call.
+func sameText(a, b []byte) bool {
+	n := len(a)
+	if n < 8 || len(b) != n {
+		return string(a) == string(b)
+	}
+	le := binary.LittleEndian
+	if le.Uint64(a[n-8:]) != le.Uint64(b[n-8:]) {
+		return false
+	}
+	for i := 0; i+8 < n; i += 8 {
+		if le.Uint64(a[i:]) != le.Uint64(b[i:]) {
+			return false
+		}
+	}
+	return true
 }
 
 // port reads a port number as JSON writes it: no sign, no leading zero.

@@ -172,6 +172,17 @@ func TestDecoderRemembers(t *testing.T) {
 		`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45Z","sensor":"ps-listen","mode":"audp","proto":"udp","src":"2001:db8::1","sport":1,"dst":"2001:db8::2","dport":21,"scan":"udp"}`,
 		`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45Z","sensor":"ps-listen","mode":"audp","proto":"tcp","src":"2001:db8::1","sport":1,"dst":"2001:db8::2","dport":21,"scan":"udp"}`,
 		`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45Z","sensor":"ps-listen","mode":"audp","proto":"udp","src":"2001:db8::1","sport":1,"dst":"2001:db8::2","dport":21,"scan":"udp"}`,
+		// Each family's destination kept apart; texts that start as a
+		// kept one and go on; a time cut short, or with ten digits.
+		`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45Z","sensor":"ps-listen","mode":"audp","proto":"udp","src":"198.18.0.1","sport":1,"dst":"198.18.0.2","dport":21,"scan":"udp"}`,
+		`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45Z","sensor":"ps-listen","mode":"audp","proto":"udp","src":"2001:db8::12","sport":1,"dst":"2001:db8::2","dport":21,"scan":"udp"}`,
+		`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45Z","sensor":"ps-listen","mode":"audp","proto":"udp","src":"198.18.0.1","sport":1,"dst":"198.18.0.22","dport":21,"scan":"udp"}`,
+		`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45Z","sensor":"ps-listen","mode":"audp","proto":"udp","src":"198.18.0.1","sport":1,"dst":"198.18.0.2x","dport":21,"scan":"udp"}`,
+		`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45Z","sensor":"ps-listen","mode":"audp","proto":"udp","src":"2001:db8::1","sport":1,"dst":"2001:db8::2:","dport":21,"scan":"udp"}`,
+		`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45","sensor":"ps-listen","mode":"audp","proto":"udp","src":"2001:db8::1","sport":1,"dst":"2001:db8::2","dport":21,"scan":"udp"}`,
+		`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45.1234567891Z","sensor":"ps-listen","mode":"audp","proto":"udp","src":"2001:db8::1","sport":1,"dst":"2001:db8::2","dport":21,"scan":"udp"}`,
+		`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45.Z","sensor":"ps-listen","mode":"audp","proto":"udp","src":"2001:db8::1","sport":1,"dst":"2001:db8::2","dport":21,"scan":"udp"}`,
+		`{"v":1,"kind":"hit","time":"2026-11-24T14:29:45.123456789Z","sensor":"ps-listen","mode":"audp","proto":"udp","src":"2001:db8::1","sport":1,"dst":"198.18.0.2","dport":21,"scan":"udp"}`,
 	}
 	var d Decoder
 	for _, l := range lines {
