@@ -27,8 +27,9 @@ type Encoder struct {
 	mid         middle
 }
 
-// middle is the text of a decision between its target and its port, the
-// same for every decision of one mode and host, with what it was made of.
+// middle is the text of a decision from the quote that closes its target
+// to the key of its port (to its end, for an unblock): the same for every
+// decision of one mode and host, with what it was made of.
 type middle struct {
 	text    []byte
 	mode    Mode
@@ -37,21 +38,38 @@ type middle struct {
 }
 
 // middle appends the mode, the host and the protocol of a decision or an
-// unblock.
+// unblock, and the key of a decision's port.
 func (c *Encoder) middle(dst []byte, e *Event) []byte {
 	m := &c.mid
 	if unblock := e.Kind == KindUnblock; len(m.text) == 0 || m.mode != e.Mode || m.host != e.Host || m.unblock != unblock {
-		m.text = appendName(m.text[:0], "mode", e.Mode.String())
+		m.text = append(m.text[:0], '"')
+		m.text = appendName(m.text, "mode", e.Mode.String())
 		if e.Host != "" {
 			m.text = appendString(m.text, "host", e.Host)
 		}
 		if !unblock {
 			m.text = appendName(m.text, "proto", e.Mode.Proto().String())
+			m.text = append(m.text, `,"port":`...)
 		}
 		m.mode, m.host, m.unblock = e.Mode, e.Host, unblock
 	}
 	return append(dst, m.text...)
 }
+
+// heads are each kind's line up to its time's text; scanHits each scan's
+// text from the end of a decision's port to its count of hits.
+var heads, scanHits = func() (h [len(kindNames)]string, s [len(scanNames)]string) {
+	for k, name := range kindNames {
+		h[k] = `{"v":1,"kind":"` + name + `","time":"`
+	}
+	for k, name := range scanNames {
+		if k != int(ScanNone) {
+			s[k] = `,"scan":"` + name + `"`
+		}
+		s[k] += `,"hits":`
+	}
+	return h, s
+}()
 
 // Echo makes c write the source address and the time of the hit d last
 // read, when c writes them again as a target and a time, as the text they
@@ -69,9 +87,11 @@ type clock struct {
 
 // Append is the package's Append.
 func (c *Encoder) Append(dst []byte, e *Event) []byte {
-	dst = append(dst, `{"v":1,"kind":"`...)
-	dst = append(dst, e.Kind.String()...)
-	dst = append(dst, `","time":"`...)
+	if int(e.Kind) < len(heads) {
+		dst = append(dst, heads[e.Kind]...)
+	} else {
+		dst = append(dst, `{"v":1,"kind":"`+e.Kind.String()+`","time":"`...)
+	}
 	if d := c.echo; d != nil && d.when.canonical && d.when.t == e.Time {
 		dst = append(dst, d.when.text[:d.when.n]...)
 	} else {
@@ -103,21 +123,22 @@ func (c *Encoder) Append(dst []byte, e *Event) []byte {
 		dst = strconv.AppendBool(dst, e.OK)
 		dst = appendString(dst, "detail", truncate(e.Detail, maxDetail))
 	default:
+		dst = append(dst, `,"target":"`...)
 		if d := c.echo; d != nil && d.src.canonical && d.src.n > 0 && d.src.a == e.Target {
-			k := &d.src
-			dst = append(dst, `,"target":"`...)
-			dst = append(dst, k.text[:k.n]...)
-			dst = append(dst, '"')
+			dst = append(dst, d.src.text[:d.src.n]...)
 		} else {
-			dst = appendAddr(dst, "target", e.Target)
+			dst = e.Target.AppendTo(dst)
 		}
 		dst = c.middle(dst, e)
 		if e.Kind != KindUnblock {
-			dst = appendInt(dst, "port", int(e.Port))
-			if e.Scan != ScanNone {
+			dst = appendNumber(dst, int(e.Port))
+			if int(e.Scan) < len(scanHits) {
+				dst = append(dst, scanHits[e.Scan]...)
+			} else {
 				dst = appendName(dst, "scan", e.Scan.String())
+				dst = append(dst, `,"hits":`...)
 			}
-			dst = appendInt(dst, "hits", e.Hits)
+			dst = appendNumber(dst, e.Hits)
 			if !e.Until.IsZero() {
 				dst = append(dst, `,"until":"`...)
 				dst = c.until.appendTime(dst, e.Until)
@@ -223,14 +244,18 @@ func appendInt(dst []byte, key string, n int) []byte {
 	dst = append(dst, `,"`...)
 	dst = append(dst, key...)
 	dst = append(dst, `":`...)
-	// Ports and most hit counts: digit by digit, cheaper than strconv's
-	// general case.
+	return appendNumber(dst, n)
+}
+
+// appendNumber writes n. Ports and most hit counts go digit by digit,
+// cheaper than strconv's general case.
+func appendNumber(dst []byte, n int) []byte {
+	if n < 0 || n >= 100000 {
+		return strconv.AppendInt(dst, int64(n), 10)
+	}
 	width := 1
 	for limit := 10; width < 5 && n >= limit; limit *= 10 {
 		width++
-	}
-	if n < 0 || n >= 100000 {
-		return strconv.AppendInt(dst, int64(n), 10)
 	}
 	return appendDigits(dst, n, width)
 }

@@ -212,3 +212,60 @@ func BenchmarkDecodeSpoofed(b *testing.B) {
 		i++
 	}
 }
+
+// TestEncodeExact: every line of testdata/encoded.txt, decoded, is written
+// again byte for byte, by Append and by an Encoder that wrote the line
+// before it (so its caches are warm and, with Echo, read the line itself).
+func TestEncodeExact(t *testing.T) {
+	data, err := os.ReadFile("testdata/encoded.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var enc Encoder
+	var dec Decoder
+	enc.Echo(&dec)
+	for _, line := range strings.SplitAfter(strings.TrimSuffix(string(data), "\n"), "\n") {
+		if !strings.HasSuffix(line, "\n") {
+			line += "\n"
+		}
+		var e Event
+		if err := dec.Decode(&e, []byte(line)); err != nil {
+			t.Fatalf("%s: %v", line, err)
+		}
+		if got := string(Append(nil, &e)); got != line {
+			t.Errorf("Append:\n got %s want %s", got, line)
+		}
+		if e.Kind == KindHit {
+			// A judge's decision about the hit just read, as with Echo.
+			d := Event{Kind: KindBlock, Time: e.Time, Target: e.Src, Mode: e.Mode, Proto: e.Proto, Port: e.Dport, Scan: e.Scan, Hits: 1, Host: "fw-1"}
+			if got, want := string(enc.Append(nil, &d)), string(Append(nil, &d)); got != want {
+				t.Errorf("Encoder with Echo after %s got %s want %s", line, got, want)
+			}
+			continue
+		}
+		if got := string(enc.Append(nil, &e)); got != line {
+			t.Errorf("Encoder:\n got %s want %s", got, line)
+		}
+	}
+}
+
+// BenchmarkEchoSpoofed is a judge's reading of a flood of spoofed sources'
+// hits and writing of a block for each, with Echo: DecodeSpoofed's work
+// and the decisions' encoding.
+func BenchmarkEchoSpoofed(b *testing.B) {
+	lines := spoofedLines(1 << 16)
+	var e Event
+	var d Decoder
+	var enc Encoder
+	enc.Echo(&d)
+	buf := make([]byte, 0, 512)
+	i := 0
+	for b.Loop() {
+		if err := d.Decode(&e, lines[i&(len(lines)-1)]); err != nil {
+			b.Fatal(err)
+		}
+		decision := Event{Kind: KindBlock, Time: e.Time, Target: e.Src, Mode: e.Mode, Proto: e.Proto, Port: e.Dport, Scan: e.Scan, Hits: 1, Host: "vm"}
+		buf = enc.Append(buf[:0], &decision)
+		i++
+	}
+}
