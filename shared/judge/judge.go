@@ -143,6 +143,12 @@ func (t *Trigger) Observe(h *event.Event, v *Verdict) {
 	now := h.Time.UnixNano()
 	k := keyOf(h.Src, h.Mode)
 	hk := t.index.hash(&k)
+	if t.free < 0 && len(t.hosts) >= t.s.MaxHosts {
+		// The host under the hand is most likely the one a new host
+		// replaces: its index entry is read now, not after find, so
+		// that the two reads, each a likely cache miss, overlap.
+		t.index.touch(t.hosts[t.hand].hash)
+	}
 	i, _ := t.index.find(&k, hk, t.hosts)
 	if i < 0 {
 		i = t.insert(k, hk)

@@ -1,7 +1,9 @@
 package judge
 
 import (
+	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"testing"
 	"time"
@@ -293,15 +295,30 @@ func TestObserveAllocs(t *testing.T) {
 	}
 }
 
+// BenchmarkObserveSpoofed is make bench's spoofed flood as the table sees
+// it: 2^20 sources (half IPv6) in turn, 100,000 remembered at most, so
+// each hit is a host to insert and one to forget.
 func BenchmarkObserveSpoofed(b *testing.B) {
 	tr := NewTrigger(Settings{ScanTrigger: 0, BlockTCP: 1, IdleTimeout: time.Hour, MaxHosts: 100000})
+	r := rand.New(rand.NewPCG(1, 2))
+	srcs := make([]netip.Addr, 1<<20)
+	for i := range srcs {
+		if r.IntN(2) == 0 {
+			var a [16]byte
+			binary.BigEndian.PutUint64(a[:], 0x20010db8<<32|r.Uint64()>>32)
+			binary.BigEndian.PutUint64(a[8:], r.Uint64())
+			srcs[i] = netip.AddrFrom16(a)
+		} else {
+			srcs[i] = netip.AddrFrom4([4]byte{100, 64 + byte(i>>16), byte(i >> 8), byte(i)})
+		}
+	}
 	h := hit("198.18.0.1", event.ModeATCP, 1, 0)
 	var v Verdict
 	i := 0
 	for b.Loop() {
-		i++
-		h.Src = netip.AddrFrom4([4]byte{198, byte(18 + i>>24&1), byte(i >> 8), byte(i)})
+		h.Src = srcs[i&(len(srcs)-1)]
 		tr.Observe(h, &v)
+		i++
 	}
 }
 
