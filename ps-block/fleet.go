@@ -7,6 +7,7 @@ import (
 	"github.com/portsentry/pipeline/ps-block/blocker"
 	"github.com/portsentry/pipeline/shared/alert"
 	"github.com/portsentry/pipeline/shared/config"
+	"github.com/portsentry/pipeline/shared/event"
 	"github.com/portsentry/pipeline/shared/fleet"
 	"github.com/portsentry/pipeline/shared/guard"
 	"github.com/portsentry/pipeline/shared/transport"
@@ -18,6 +19,7 @@ import (
 // registers this host's addresses so that no member blocks them.
 type member struct {
 	transport.Handler // the blocker: own input is carried out here
+	b                 *blocker.Blocker
 	out               *fleet.Outbox
 	dry               bool // --dry-run: follow only; publish and register nothing
 	stop              context.CancelFunc
@@ -43,7 +45,7 @@ func joinFleet(url string, cfg *config.Config, b *blocker.Blocker, keeper *guard
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	m := &member{Handler: b, out: out, dry: dry, stop: cancel, done: make(chan struct{})}
+	m := &member{Handler: b, b: b, out: out, dry: dry, stop: cancel, done: make(chan struct{})}
 	own := func() []netip.Addr {
 		sys, err := guard.Discover(guard.ResolvConf)
 		if err != nil {
@@ -80,10 +82,19 @@ func joinFleet(url string, cfg *config.Config, b *blocker.Blocker, keeper *guard
 // the fleet when it is a block, run or unblock. The receiving members'
 // gates judge it with their own guards.
 func (m *member) Line(origin string, n int, data []byte, err error) {
-	if err == nil && !m.dry {
-		m.out.Add(data)
+	// Decoded once, for both.
+	var ev event.Event
+	if err == nil {
+		err = event.DecodeInto(&ev, data)
 	}
-	m.Handler.Line(origin, n, data, err)
+	if err != nil {
+		m.b.Line(origin, n, data, err)
+		return
+	}
+	if !m.dry {
+		m.out.AddEvent(&ev)
+	}
+	m.b.Event(origin, n, &ev)
 }
 
 // close stops following and sends what waits, for 2 s at most.

@@ -23,6 +23,10 @@ func (b *Blocker) flushBatch() {
 	}
 	b.batch = nil
 	clear(b.inBatch)
+	if h, ok := b.cfg.Log.(holder); ok {
+		h.Hold()
+		defer h.Release()
+	}
 	var batch, blocks, acts []*pending
 	for _, p := range queued {
 		pass, err := b.gate.Admit(p.k.addr, p.ev.Port, p.k.mode, p.origin)
@@ -52,6 +56,13 @@ func (b *Blocker) flushBatch() {
 		b.runCmds(acts)
 	}
 	b.remember(batch)
+}
+
+// holder is a Logger that gathers the lines of a batch into one write
+// (alert.Logger): every block of a batch logs a line.
+type holder interface {
+	Hold()
+	Release()
 }
 
 // unmakeKernel takes out of the set a block the kernel fast path made and

@@ -285,9 +285,31 @@ func (f fleetSource) Line(origin string, n int, data []byte, err error) {
 	f.b.line(gate.Fleet, origin, n, data, err)
 }
 
+// Event is Line for a line its reader decoded already, with
+// event.DecodeInto: ps-block --fleet decodes each line once, for the fleet
+// and for the blocker (fleet.EventHandler).
+func (f fleetSource) Event(origin string, n int, ev *event.Event) {
+	f.b.event(gate.Fleet, origin, n, ev, nil)
+}
+
 func (f fleetSource) Idle() { f.b.Idle() }
 
+// Event is Line for a line of this host's input decoded already with
+// event.DecodeInto.
+func (b *Blocker) Event(origin string, n int, ev *event.Event) {
+	b.event(gate.Decision, origin, n, ev, nil)
+}
+
 func (b *Blocker) line(o gate.Origin, origin string, n int, data []byte, err error) {
+	var ev event.Event
+	if err == nil {
+		err = event.DecodeInto(&ev, data)
+	}
+	b.event(o, origin, n, &ev, err)
+}
+
+// event takes a decoded line, or err when it could not be read.
+func (b *Blocker) event(o gate.Origin, origin string, n int, ev *event.Event, err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.cur = b.newSlot()
@@ -297,10 +319,6 @@ func (b *Blocker) line(o gate.Origin, origin string, n int, data []byte, err err
 			b.settle()
 		}
 	}()
-	var ev event.Event
-	if err == nil {
-		err = event.DecodeInto(&ev, data)
-	}
 	if err != nil {
 		b.badLines++
 		b.cfg.Log.AttackLimited("%s line %d: %v (line ignored)", origin, n, err)
@@ -315,7 +333,7 @@ func (b *Blocker) line(o gate.Origin, origin string, n int, data []byte, err err
 			b.cfg.Log.AttackLimited("Host %s probed %s port %d in mode %s (%d hits): alert only, no action",
 				ev.Target, ev.Proto.Upper(), ev.Port, ev.Mode, ev.Hits)
 		}
-		b.decide(&ev, o)
+		b.decide(ev, o)
 	case event.KindUnblock:
 		b.flushBatch() // a block queued before this line comes first
 		k := key{ev.Target.Unmap(), ev.Mode}

@@ -17,6 +17,7 @@ import (
 	"github.com/portsentry/pipeline/ps-block/command"
 	"github.com/portsentry/pipeline/ps-block/gate"
 	"github.com/portsentry/pipeline/ps-block/nft"
+	"github.com/portsentry/pipeline/shared/alert"
 	"github.com/portsentry/pipeline/shared/event"
 	"github.com/portsentry/pipeline/shared/transport"
 )
@@ -573,5 +574,82 @@ func TestCommandsInParallel(t *testing.T) {
 		if !strings.HasPrefix(got[i], want[i]) {
 			t.Errorf("result %d: %q, want %q...", i, got[i], want[i])
 		}
+	}
+}
+
+// countWrites counts the writes of a log.
+type countWrites struct {
+	n     int
+	lines int
+}
+
+func (w *countWrites) Write(p []byte) (int, error) {
+	w.n++
+	w.lines += bytes.Count(p, []byte("\n"))
+	return len(p), nil
+}
+
+// TestBatchLogsOnce: the log lines of a batch (one per block and action)
+// reach stderr with one write, not one each.
+func TestBatchLogsOnce(t *testing.T) {
+	for _, n := range []int{1, 50} {
+		t.Run(fmt.Sprint(n, " blocks"), func(t *testing.T) {
+			w := &countWrites{}
+			r := newRig(t, func(c *Config) { c.Log = alert.NewWriter("ps-block", w) })
+			*w = countWrites{} // what the start logged
+			var lines []string
+			for i := range n {
+				lines = append(lines, block(fmt.Sprintf("198.18.1.%d", i+1), "atcp", 21, ""))
+			}
+			r.feed(lines...)
+			if w.lines < 3*n || w.n != 1 {
+				t.Errorf("%d log line(s) in %d write(s), want at least %d in one", w.lines, w.n, 3*n)
+			}
+		})
+	}
+}
+
+// TestEventAsLine: a line its reader decoded (Event, FromFleet's Event)
+// has the results of the same line read by the blocker (Line).
+func TestEventAsLine(t *testing.T) {
+	lines := []string{
+		block("198.18.2.1", "atcp", 21, ""),
+		block("198.18.2.1", "atcp", 21, ""), // already blocked
+		block("127.0.0.1", "atcp", 21, ""),  // refused by the gate
+		`{"v":1,"kind":"alert","time":"2026-11-24T14:00:00Z","target":"198.18.2.2","mode":"stcp","proto":"tcp","port":22,"hits":1}`,
+		`{"v":1,"kind":"hit","time":"2026-11-24T14:00:00Z","sensor":"ps-sniff","mode":"atcp","proto":"tcp","src":"198.18.2.3","sport":1,"dst":"198.18.0.1","dport":23,"scan":"syn"}`,
+		`{"v":1,"kind":"unblock","time":"2026-11-24T14:00:01Z","target":"198.18.2.1","mode":"atcp"}`,
+	}
+	type handler interface {
+		Line(origin string, n int, data []byte, err error)
+		Event(origin string, n int, ev *event.Event)
+	}
+	for _, fleet := range []bool{false, true} {
+		t.Run(fmt.Sprint("fleet=", fleet), func(t *testing.T) {
+			var got [2][]string
+			for i, decoded := range []bool{false, true} {
+				r := newRig(t, nil)
+				var h handler = r.b
+				if fleet {
+					h = r.b.FromFleet().(handler)
+				}
+				for n, l := range lines {
+					ev, err := event.Decode([]byte(l))
+					if err != nil {
+						t.Fatalf("line %d: %v", n+1, err)
+					}
+					if decoded {
+						h.Event("test", n+1, &ev)
+					} else {
+						h.Line("test", n+1, []byte(l), nil)
+					}
+				}
+				r.b.Idle()
+				got[i] = r.results(t)
+			}
+			if len(got[0]) < len(lines) || !slices.Equal(got[0], got[1]) {
+				t.Errorf("results of lines:\n%s\nof decoded lines:\n%s", strings.Join(got[0], "\n"), strings.Join(got[1], "\n"))
+			}
+		})
 	}
 }

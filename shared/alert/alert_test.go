@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -91,5 +92,96 @@ func TestSyslogIdentity(t *testing.T) {
 	want := fmt.Sprintf(` portsentry[%d]: attackalert: Host 198.18.0.1 has been blocked via wrappers with string: "ALL: 198.18.0.1"`, os.Getpid())
 	if !strings.HasPrefix(got, "<29>") || !strings.Contains(got, want) {
 		t.Errorf("syslog datagram %q: want priority <29> (daemon.notice) and %q", got, want)
+	}
+}
+
+// writes records each Write separately.
+type writes struct{ calls []string }
+
+func (w *writes) Write(p []byte) (int, error) {
+	w.calls = append(w.calls, string(p))
+	return len(p), nil
+}
+
+// TestHold: lines logged inside a Hold reach the writer whole, in order,
+// with one write at the last Release; outside a Hold each line is its own
+// write, and a Hold writes once it gathered holdMax bytes.
+func TestHold(t *testing.T) {
+	long := strings.Repeat("x", 1000)
+	var many []string
+	for i := 0; i < 100; i++ {
+		many = append(many, fmt.Sprintf("%d %s", i, long))
+	}
+	for _, tc := range []struct {
+		name   string
+		run    func(l *Logger)
+		writes []int // lines in each write; nil: each write but the last holds holdMax bytes or a line more
+		msgs   []string
+	}{
+		{"no hold", func(l *Logger) { l.Attack("a"); l.Attack("b") }, []int{1, 1}, []string{"a", "b"}},
+		{"one hold", func(l *Logger) {
+			l.Hold()
+			l.Attack("a")
+			l.Admin("b")
+			l.Attack("c")
+			l.Release()
+			l.Attack("d")
+		}, []int{3, 1}, []string{"a", "b", "c", "d"}},
+		{"nested", func(l *Logger) {
+			l.Hold()
+			l.Attack("a")
+			l.Hold()
+			l.Attack("b")
+			l.Release()
+			l.Attack("c")
+			l.Release()
+		}, []int{3}, []string{"a", "b", "c"}},
+		{"release without hold", func(l *Logger) { l.Release(); l.Attack("a") }, []int{1}, []string{"a"}},
+		{"close writes what is held", func(l *Logger) { l.Hold(); l.Attack("a"); l.Close() }, []int{1}, []string{"a"}},
+		{"bounded", func(l *Logger) {
+			l.Hold()
+			for _, m := range many {
+				l.Attack("%s", m)
+			}
+			l.Release()
+		}, nil, many},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := &writes{}
+			l := NewWriter("ps-test", w)
+			tc.run(l)
+			if tc.writes != nil && len(w.calls) != len(tc.writes) {
+				t.Fatalf("%d writes, want %d: %q", len(w.calls), len(tc.writes), w.calls)
+			}
+			if tc.writes == nil && len(w.calls) < 2 {
+				t.Fatalf("%d write(s) of %d bytes, want more than one of about %d", len(w.calls), len(w.calls[0]), holdMax)
+			}
+			var got []string
+			pid := fmt.Sprintf(" ps-test[%d]: ", os.Getpid())
+			for i, c := range w.calls {
+				lines := strings.SplitAfter(c, "\n")
+				if lines[len(lines)-1] != "" {
+					t.Errorf("write %d ends inside a line: %q", i, c)
+				}
+				lines = lines[:len(lines)-1]
+				switch {
+				case tc.writes != nil && len(lines) != tc.writes[i]:
+					t.Errorf("write %d holds %d lines, want %d", i, len(lines), tc.writes[i])
+				case tc.writes == nil && i < len(w.calls)-1 && (len(c) < holdMax || len(c) >= holdMax+len(lines[0])):
+					t.Errorf("write %d holds %d bytes, want %d or up to a line more", i, len(c), holdMax)
+				}
+				for _, line := range lines {
+					if _, err := time.Parse(time.RFC3339, line[:20]); err != nil || !strings.HasPrefix(line[20:], pid) {
+						t.Errorf("line %q: not TIME ps-test[PID]: ...", line)
+						continue
+					}
+					_, msg, _ := strings.Cut(strings.TrimSuffix(line[20+len(pid):], "\n"), "alert: ")
+					got = append(got, msg)
+				}
+			}
+			if !slices.Equal(got, tc.msgs) {
+				t.Errorf("messages %q, want %q", got, tc.msgs)
+			}
+		})
 	}
 }

@@ -136,7 +136,24 @@ func ResultSubject(host string) string { return Prefix + ".result." + host }
 // mode. A dot would split the token, so IPv4 dots become dashes; IPv6
 // colons are allowed in a token.
 func DecisionSubject(host string, mode event.Mode, target netip.Addr) string {
-	return Prefix + ".decision." + host + "." + mode.String() + "." + strings.ReplaceAll(target.String(), ".", "-")
+	var buf [96]byte
+	return string(appendDecisionSubject(buf[:0], host, mode, target))
+}
+
+// appendDecisionSubject appends DecisionSubject to b, which a hot path
+// compares or keeps without a string of its own.
+func appendDecisionSubject(b []byte, host string, mode event.Mode, target netip.Addr) []byte {
+	b = append(b, Prefix+".decision."...)
+	b = append(append(b, host...), '.')
+	b = append(append(b, mode.String()...), '.')
+	addr := len(b)
+	b = target.AppendTo(b)
+	for i := addr; i < len(b); i++ {
+		if b[i] == '.' {
+			b[i] = '-'
+		}
+	}
+	return b
 }
 
 // streamConfig is the decisions' stream. The last message of each subject

@@ -1,6 +1,7 @@
 package fleet
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/netip"
@@ -173,12 +174,49 @@ func TestEndedBlocksLeaveTheStream(t *testing.T) {
 	}
 }
 
+// eventRecorder is a recorder that takes decoded events too
+// (EventHandler): it keeps them re-encoded, and counts them.
+type eventRecorder struct {
+	recorder
+	events int
+}
+
+func (r *eventRecorder) Event(origin string, n int, ev *event.Event) {
+	r.mu.Lock()
+	r.events++
+	r.mu.Unlock()
+	r.Line(origin, n, bytes.TrimSuffix(event.Append(nil, ev), []byte("\n")), nil)
+}
+
 // Every message is checked: framing, the event, and that a member speaks
-// in its own name on the subject of what it decides.
+// in its own name on the subject of what it decides; a handler that takes
+// events gets the good one decoded, and the refusals as errors still.
 func TestFollowRefusesForgedMessages(t *testing.T) {
+	for _, events := range []bool{false, true} {
+		t.Run(fmt.Sprint("events=", events), func(t *testing.T) { testFollowRefuses(t, events) })
+	}
+}
+
+func testFollowRefuses(t *testing.T, events bool) {
 	s := runServer(t, t.TempDir(), -1)
 	nc := dial(t, s)
-	r := follow(t, dial(t, s), "host-b/ps-block")
+	var r *recorder
+	var er *eventRecorder
+	if events {
+		er = &eventRecorder{}
+		r = &er.recorder
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if err := Follow(ctx, dial(t, s), "host-b/ps-block", er, t.Logf); err != nil {
+				t.Error(err)
+			}
+		}()
+		t.Cleanup(func() { cancel(); <-done })
+	} else {
+		r = follow(t, dial(t, s), "host-b/ps-block")
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -218,6 +256,9 @@ func TestFollowRefusesForgedMessages(t *testing.T) {
 		if i >= len(errs) || !strings.Contains(errs[i], c.want) || !strings.Contains(errs[i], "NATS "+c.subject) {
 			t.Errorf("case %d: refusal %q, want one naming the subject and %q", i, errs, c.want)
 		}
+	}
+	if er != nil && er.events != 1 {
+		t.Errorf("%d decoded event(s) handed over, want the good decision's", er.events)
 	}
 }
 
@@ -369,5 +410,31 @@ func TestMembersSeeEachOther(t *testing.T) {
 			}
 			return true
 		})
+	}
+}
+
+// TestNames: the subject and Nats-Msg-Id of a decision, spelled out (a
+// stored stream keeps them across versions: the same decision must keep
+// its subject, and a retry its id).
+func TestNames(t *testing.T) {
+	at := time.Date(2026, 11, 30, 19, 40, 1, 123456789, time.UTC)
+	for _, tc := range []struct {
+		ev      event.Event
+		subject string
+		id      string
+	}{
+		{event.Event{Kind: event.KindBlock, Host: "host-a", Mode: event.ModeATCP, Target: netip.MustParseAddr("198.18.0.1"), Time: at},
+			"portsentry.decision.host-a.atcp.198-18-0-1", "host-a|block|atcp|198.18.0.1|2026-11-30T19:40:01.123456789Z"},
+		{event.Event{Kind: event.KindUnblock, Host: "fw_1", Mode: event.ModeSUDP, Target: netip.MustParseAddr("2001:db8::1"), Time: at.Truncate(time.Second)},
+			"portsentry.decision.fw_1.sudp.2001:db8::1", "fw_1|unblock|sudp|2001:db8::1|2026-11-30T19:40:01Z"},
+		{event.Event{Kind: event.KindRun, Host: "h", Mode: event.ModeTCP, Target: netip.MustParseAddr("::ffff:198.18.0.2"), Time: at.In(time.FixedZone("x", 3600))},
+			"portsentry.decision.h.tcp.::ffff:198-18-0-2", "h|run|tcp|::ffff:198.18.0.2|2026-11-30T20:40:01.123456789+01:00"},
+	} {
+		if got := DecisionSubject(tc.ev.Host, tc.ev.Mode, tc.ev.Target); got != tc.subject {
+			t.Errorf("DecisionSubject = %q, want %q", got, tc.subject)
+		}
+		if got := msgID([]byte("left over")[:0], &tc.ev); got != tc.id {
+			t.Errorf("msgID = %q, want %q", got, tc.id)
+		}
 	}
 }

@@ -184,15 +184,24 @@ func (o *Outbox) Write(p []byte) (int, error) {
 // nothing, and other lines are not decisions. A decision that names no
 // host is named by this one. Lines that are not valid events are not sent.
 func (o *Outbox) Add(line []byte) {
+	var ev event.Event
+	if err := event.DecodeInto(&ev, line); err != nil {
+		return
+	}
+	o.AddEvent(&ev)
+}
+
+// AddEvent is Add for a line its caller decoded already with
+// event.DecodeInto (ps-block --fleet decodes each line once, for the fleet
+// and for its blocker). ev is not changed.
+func (o *Outbox) AddEvent(in *event.Event) {
+	if in.Kind != event.KindBlock && in.Kind != event.KindRun && in.Kind != event.KindUnblock {
+		return
+	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	o.ev = *in
 	ev := &o.ev
-	if err := event.DecodeInto(ev, line); err != nil {
-		return
-	}
-	if ev.Kind != event.KindBlock && ev.Kind != event.KindRun && ev.Kind != event.KindUnblock {
-		return
-	}
 	if ev.Host == "" {
 		ev.Host = o.host
 	}
@@ -204,7 +213,7 @@ func (o *Outbox) Add(line []byte) {
 	}
 	o.queue = append(o.queue, outMsg{
 		subject: DecisionSubject(ev.Host, ev.Mode, ev.Target),
-		id:      fmt.Sprintf("%s|%s|%s|%s|%s", ev.Host, ev.Kind, ev.Mode, ev.Target, ev.Time.Format(time.RFC3339Nano)),
+		id:      msgID(o.buf[:0], ev),
 		data:    data,
 		until:   ev.Until,
 		unblock: ev.Kind == event.KindUnblock,
@@ -214,6 +223,16 @@ func (o *Outbox) Add(line []byte) {
 	case o.wake <- struct{}{}:
 	default:
 	}
+}
+
+// msgID is a decision's Nats-Msg-Id, built in b: its host, kind, mode,
+// target and time.
+func msgID(b []byte, ev *event.Event) string {
+	b = append(append(b, ev.Host...), '|')
+	b = append(append(b, ev.Kind.String()...), '|')
+	b = append(append(b, ev.Mode.String()...), '|')
+	b = append(ev.Target.AppendTo(b), '|')
+	return string(ev.Time.AppendFormat(b, time.RFC3339Nano))
 }
 
 // Waiting is how many decisions wait for the server, in flight or not.

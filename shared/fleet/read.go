@@ -77,12 +77,13 @@ func checkDecision(subject string, data []byte, ev *event.Event) ([]byte, error)
 	if err := event.DecodeInto(ev, line); err != nil {
 		return nil, err
 	}
+	var buf [96]byte
 	switch {
 	case ev.Kind != event.KindBlock && ev.Kind != event.KindRun && ev.Kind != event.KindUnblock:
 		return nil, fmt.Errorf("a %s line is not a fleet decision", ev.Kind)
 	case ev.Host == "":
 		return nil, errors.New(`the decision names no host ("host")`)
-	case subject != DecisionSubject(ev.Host, ev.Mode, ev.Target):
+	case subject != string(appendDecisionSubject(buf[:0], ev.Host, ev.Mode, ev.Target)):
 		return nil, fmt.Errorf("a decision of host %s about %s in mode %s does not belong on subject %s", ev.Host, ev.Target, ev.Mode, subject)
 	}
 	return line, nil
@@ -103,6 +104,13 @@ const (
 	followSettle = 50 * time.Millisecond
 )
 
+// EventHandler is a Handler that also takes lines decoded already: Follow
+// hands it the event checkDecision decoded, not the line to decode again.
+type EventHandler interface {
+	transport.Handler
+	Event(origin string, n int, ev *event.Event)
+}
+
 // Follow feeds h the fleet's decisions: first every one still in force
 // (the stream keeps the last of each host, mode and target, while it
 // lasts), then each as it is stored, until ctx ends. self is the
@@ -110,7 +118,8 @@ const (
 // server it goes on where it was; while the stream cannot be reached it
 // retries every second. Each message is checked by checkDecision and then
 // given to h with its stream sequence as its line number, so h checks it
-// again as any line; a refused message reaches h as an error.
+// again as any line (an EventHandler gets the event checkDecision decoded,
+// and checks it from there); a refused message reaches h as an error.
 func Follow(ctx context.Context, nc *nats.Conn, self string, h transport.Handler, logf func(format string, args ...any)) error {
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -178,7 +187,11 @@ func Follow(ctx context.Context, nc *nats.Conn, self string, h transport.Handler
 			}
 			if m.Headers().Get(HeaderSender) != self {
 				line, err := checkDecision(m.Subject(), m.Data(), &ev)
-				h.Line("NATS "+m.Subject(), int(meta.Sequence.Stream), line, err)
+				if eh, ok := h.(EventHandler); ok && err == nil {
+					eh.Event("NATS "+m.Subject(), int(meta.Sequence.Stream), &ev)
+				} else {
+					h.Line("NATS "+m.Subject(), int(meta.Sequence.Stream), line, err)
+				}
 				handed = true
 			}
 			switch {
