@@ -31,8 +31,7 @@ func newStage(out io.Writer, trigger, maxHosts int) *judgeStage {
 		model:  judge.NewTrigger(judge.Settings{ScanTrigger: trigger, BlockTCP: 1, BlockUDP: 1, IdleTimeout: 6 * time.Hour, MaxHosts: maxHosts}),
 		failed: make(chan error, 1),
 	}
-	j.enc.Echo(&j.dec)
-	return j
+	return j.ready()
 }
 
 // BenchmarkReplay replays 100,000 hits from 1,000 scanners through the

@@ -90,7 +90,7 @@ func run(c *cli.Context) error {
 		}),
 		failed: make(chan error, 1),
 	}
-	j.enc.Echo(&j.dec)
+	j.ready()
 	if addr := c.String(metrics.FlagName); addr != "" {
 		reg := metrics.NewRegistry()
 		j.m = newJudgeMetrics(reg)
@@ -182,6 +182,8 @@ func (a adminSource) Line(origin string, n int, data []byte, err error) {
 		j.log.Admin("%s line %d: %v (skipped)", origin, n, err)
 		return
 	}
+	// The sensors' line read before this one is judged first.
+	j.release()
 	// An administrator lifts a block: judge the host afresh and pass the
 	// line on to ps-block.
 	j.model.Forget(ev.Target, ev.Mode)
@@ -203,14 +205,17 @@ type judgeStage struct {
 	trigger int // SCAN_TRIGGER, for the log
 	out     *transport.Sink
 
-	dec     event.Decoder
-	ev      event.Event
-	verdict judge.Verdict
-	buf     []byte
-	enc     event.Encoder // the decisions' writer
-	failed  chan error    // the first output failure; input stops mattering then
-	m       *judgeMetrics // nil without --metrics
-	dead    bool
+	dec      event.Decoder
+	evs      [2]event.Event // the line held and the line read, by turns
+	cur      uint8          // evs[cur] is the line held
+	held     held
+	prefetch judge.Prefetcher // model's, when it is one
+	verdict  judge.Verdict
+	buf      []byte
+	enc      event.Encoder // the decisions' writer
+	failed   chan error    // the first output failure; input stops mattering then
+	m        *judgeMetrics // nil without --metrics
+	dead     bool
 
 	// Since the last Idle: decisions were written, and one left at once.
 	decided, sentOne bool
@@ -219,22 +224,63 @@ type judgeStage struct {
 	adminRefused                         uint64 // administrative lines from the sensors' input
 }
 
+// ready joins the parts of a judgeStage made of its fields.
+func (j *judgeStage) ready() *judgeStage {
+	j.prefetch, _ = j.model.(judge.Prefetcher)
+	j.enc.Echo(&j.dec)
+	return j
+}
+
+// held is the line judgeStage read but has not judged yet: its origin and
+// number, for messages.
+type held struct {
+	origin string
+	n      int
+	set    bool
+}
+
 // expireEvery is how many hits pass between sweeps of idle hosts.
 const expireEvery = 4096
 
+// Line reads a line and judges the one before it (see held): the table's
+// lookups for this line's source are read ahead (judge.Prefetcher), so
+// that their cache misses overlap the judging of the line before.
 func (j *judgeStage) Line(origin string, n int, data []byte, err error) {
 	if j.dead {
 		return
 	}
 	j.lines++
+	ev := &j.evs[j.cur^1]
 	if err == nil {
-		err = j.dec.Decode(&j.ev, data)
+		err = j.dec.Decode(ev, data)
 	}
 	if err != nil {
+		j.release()
 		j.reject(origin, n, err)
 		return
 	}
-	ev := &j.ev
+	if ev.Kind == event.KindHit && j.prefetch != nil {
+		j.prefetch.Prefetch(ev)
+	}
+	j.release()
+	j.cur ^= 1
+	j.held = held{origin: origin, n: n, set: true}
+}
+
+// release judges the line held, if any. Whatever else the stage does
+// (Idle, an administrative line, a bad line's message) comes after it.
+func (j *judgeStage) release() {
+	if h := j.held; h.set {
+		j.held.set = false
+		j.judge(h.origin, h.n, &j.evs[j.cur])
+	}
+}
+
+// judge acts on a line read.
+func (j *judgeStage) judge(origin string, n int, ev *event.Event) {
+	if j.dead {
+		return
+	}
 	switch ev.Kind {
 	case event.KindHit:
 	case event.KindUnblock:
@@ -341,6 +387,7 @@ func (j *judgeStage) flush() {
 }
 
 func (j *judgeStage) Idle() {
+	j.release()
 	if j.dead {
 		return
 	}

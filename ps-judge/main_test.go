@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portsentry/pipeline/shared/alert"
 	"github.com/portsentry/pipeline/shared/transport"
 )
 
@@ -79,5 +80,37 @@ func TestFirstDecisionLeavesAtOnce(t *testing.T) {
 	}
 	if w := after - before; w > 4 {
 		t.Errorf("200 decisions read at once took %d writes, want at most 4", w)
+	}
+}
+
+// TestHeldLineJudgedFirst: the stage reads one line ahead, and judges the
+// line it holds before anything that comes after it: an Idle, an
+// administrative line, a bad line's message.
+func TestHeldLineJudgedFirst(t *testing.T) {
+	var out, logs bytes.Buffer
+	j := newStage(&out, 0, 1000)
+	j.log = alert.NewWriter("ps-judge", &logs)
+	line := func(s string) { j.Line("test", 1, []byte(strings.TrimSuffix(s, "\n")), nil) }
+
+	line(hitLine(1))
+	j.Idle()
+	if !strings.Contains(out.String(), `"target":"198.19.0.1"`) {
+		t.Fatalf("after Idle, the held hit's decision is not written: %q", out.String())
+	}
+
+	line(hitLine(2))
+	adminSource{j}.Line("admin", 1, []byte(`{"v":1,"kind":"unblock","time":"2026-11-24T10:00:01Z","target":"198.19.0.2","mode":"atcp"}`), nil)
+	j.Idle()
+	block, unblock := strings.Index(out.String(), `"kind":"block","time":"2026-11-24T10:00:00Z","target":"198.19.0.2"`), strings.Index(out.String(), `"kind":"unblock"`)
+	if block < 0 || unblock < 0 || block > unblock {
+		t.Fatalf("the block of the hit read before the unblock must come first: %q", out.String())
+	}
+
+	line(hitLine(3))
+	line("not json")
+	j.Idle()
+	tripped, bad := strings.Index(logs.String(), "198.19.0.3 tripped"), strings.Index(logs.String(), "(skipped)")
+	if tripped < 0 || bad < 0 || tripped > bad {
+		t.Fatalf("the hit read before the bad line must be logged first:\n%s", logs.String())
 	}
 }

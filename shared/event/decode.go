@@ -34,16 +34,15 @@ func DecodeInto(e *Event, line []byte) error {
 }
 
 // Decoder is DecodeInto for a stage that reads many lines: it keeps what
-// the last hit it read shares with the next ones of a flood (the second,
+// the last hits it read share with the next ones of a flood (the second,
 // the addresses, the stretches of text between them), and never gives
 // another answer for it (TestDecoderRemembers, FuzzDecodeHit). The zero
 // Decoder is ready.
 type Decoder struct {
 	second    secondCache
-	src       addrCache
-	dst       [2]addrCache // IPv4 and IPv6: a dual-stack host's two
+	src, dst  addrPair
 	mid, tail segment
-	when      timeText // the time of the last hit read
+	when      timePair // the times of the last two hits read
 }
 
 // timeText is a time and the text it was read from, for Encoder.Echo.
@@ -61,6 +60,28 @@ func (w *timeText) keep(t time.Time, text []byte) {
 	// writes the fraction without trailing zeros (none when it is zero):
 	// the text is Append's when its fraction, if any, ends in a non-zero.
 	w.canonical = int(w.n) == len(text) && (len(text) == 20 || text[len(text)-2] != '0')
+}
+
+// timePair keeps the times of the last two hits read: a judge that reads
+// one hit ahead writes the decision about the hit before the last.
+type timePair struct {
+	t      [2]timeText
+	newest uint8
+}
+
+func (p *timePair) keep(t time.Time, text []byte) {
+	p.newest ^= 1
+	p.t[p.newest].keep(t, text)
+}
+
+// echo returns the text kept for t, if it is t's own form, or nil.
+func (p *timePair) echo(t time.Time) []byte {
+	for i := range p.t {
+		if w := &p.t[i]; w.canonical && w.n > 0 && w.t == t {
+			return w.text[:w.n]
+		}
+	}
+	return nil
 }
 
 // Decode is DecodeInto.

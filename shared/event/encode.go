@@ -71,12 +71,27 @@ var heads, scanHits = func() (h [len(kindNames)]string, s [len(scanNames)]string
 	return h, s
 }()
 
-// Echo makes c write the source address and the time of the hit d last
-// read, when c writes them again as a target and a time, as the text they
-// were read in if that text is their own form: a judge's decision names
-// the source and the time of the hit it just read, and copying text costs
-// less than writing it anew.
+// Echo makes c write the source address and the time of either of the
+// last two hits d read, when c writes them again as a target and a time,
+// as the text they were read in if that text is their own form: a judge's
+// decision names the source and the time of a hit it just read (it reads
+// one ahead), and copying text costs less than writing it anew.
 func (c *Encoder) Echo(d *Decoder) { c.echo = d }
+
+// echoTime and echoSource are the texts Echo copies, or nil.
+func (c *Encoder) echoTime(t time.Time) []byte {
+	if c.echo == nil {
+		return nil
+	}
+	return c.echo.when.echo(t)
+}
+
+func (c *Encoder) echoSource(a netip.Addr) []byte {
+	if c.echo == nil {
+		return nil
+	}
+	return c.echo.src.echo(a)
+}
 
 // clock is the text of one second.
 type clock struct {
@@ -92,8 +107,8 @@ func (c *Encoder) Append(dst []byte, e *Event) []byte {
 	} else {
 		dst = append(dst, `{"v":1,"kind":"`+e.Kind.String()+`","time":"`...)
 	}
-	if d := c.echo; d != nil && d.when.canonical && d.when.t == e.Time {
-		dst = append(dst, d.when.text[:d.when.n]...)
+	if text := c.echoTime(e.Time); text != nil {
+		dst = append(dst, text...)
 	} else {
 		dst = c.time.appendTime(dst, e.Time)
 	}
@@ -124,8 +139,8 @@ func (c *Encoder) Append(dst []byte, e *Event) []byte {
 		dst = appendString(dst, "detail", truncate(e.Detail, maxDetail))
 	default:
 		dst = append(dst, `,"target":"`...)
-		if d := c.echo; d != nil && d.src.canonical && d.src.n > 0 && d.src.a == e.Target {
-			dst = append(dst, d.src.text[:d.src.n]...)
+		if text := c.echoSource(e.Target); text != nil {
+			dst = append(dst, text...)
 		} else {
 			dst = e.Target.AppendTo(dst)
 		}

@@ -25,11 +25,11 @@ func (d *Decoder) decodeHit(e *Event, b []byte) bool {
 	d.when.keep(t, text)
 	e.Kind, e.Time = KindHit, t
 	d.middle(&c, e)
-	e.Src = c.addr(&d.src, &d.src)
+	e.Src = c.addr(&d.src)
 	c.lit(&litSport)
 	e.Sport = c.port()
 	c.lit(&litDst)
-	e.Dst = c.addr(&d.dst[0], &d.dst[1])
+	e.Dst = c.addr(&d.dst)
 	c.lit(&litDport)
 	e.Dport = c.port()
 	d.end(&c, e)
@@ -243,27 +243,12 @@ func pack(s []byte) uint64 {
 
 var modeTable, protoTable, scanTable = packNames(modeNames[:]), packNames(protoNames[:]), packNames(scanNames[:])
 
-// addr reads an address string in place, consulting the caches of IPv4
-// and IPv6 (which may be one).
-func (c *cursor) addr(v4, v6 *addrCache) netip.Addr {
+// addr reads an address string in place, with the addresses kept.
+func (c *cursor) addr(p *addrPair) netip.Addr {
 	if !c.opened() {
 		return netip.Addr{}
 	}
-	b := c.b[c.i:]
-	if a, n, ok := v4.hit(b); ok {
-		return closed(c, n, ok, a)
-	}
-	if a, n, ok := v6.hit(b); ok {
-		return closed(c, n, ok, a)
-	}
-	a, canonical, n, ok := readAddr(b)
-	if ok {
-		if a.Is4() {
-			v4.keep(b[:n], a, canonical)
-		} else {
-			v6.keep(b[:n], a, canonical)
-		}
-	}
+	a, n, ok := p.read(c.b[c.i:])
 	return closed(c, n, ok, a)
 }
 
@@ -298,12 +283,50 @@ func closed[T any](c *cursor, n int, ok bool, v T) T {
 	return v
 }
 
-// addrCache keeps the last address text read and what it gave.
+// addrCache is an address text read and what it gave.
 type addrCache struct {
 	text      [45]byte // the longest IPv6 text without a zone
 	n         uint8
 	canonical bool // text is a's own form
 	a         netip.Addr
+}
+
+// addrPair keeps the last two address texts of one field, the one read
+// last replaced last: a dual-stack host's destinations alternate, and a
+// judge that reads one hit ahead echoes the source of the hit before the
+// last.
+type addrPair struct {
+	c      [2]addrCache
+	newest uint8
+}
+
+// read is readAddr, consulting and updating p. Only addresses are kept:
+// a text that is none is read again each time.
+func (p *addrPair) read(b []byte) (netip.Addr, int, bool) {
+	for k := range uint8(2) {
+		i := p.newest ^ k
+		if a, n, ok := p.c[i].hit(b); ok {
+			p.newest = i
+			return a, n, true
+		}
+	}
+	a, canonical, n, ok := readAddr(b)
+	if !ok {
+		return netip.Addr{}, 0, false
+	}
+	p.newest ^= 1
+	p.c[p.newest].keep(b[:n], a, canonical)
+	return a, n, true
+}
+
+// echo returns the text kept for a, if it is a's own form, or nil.
+func (p *addrPair) echo(a netip.Addr) []byte {
+	for i := range p.c {
+		if c := &p.c[i]; c.canonical && c.n > 0 && c.a == a {
+			return c.text[:c.n]
+		}
+	}
+	return nil
 }
 
 // hit returns the address kept, if b starts with its text and a quote.

@@ -105,11 +105,13 @@ func FuzzDecodeHit(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, first, second []byte) {
 		var d Decoder
+		var read []Event // the hits read so far
 		for _, line := range [][]byte{first, second} {
 			var fast Event
 			if !d.decodeHit(&fast, line) {
 				continue
 			}
+			read = append(read, fast)
 			var slow Event
 			if err := decodeFields(&slow, line); err != nil {
 				t.Fatalf("template took what the general path refuses (%v): %q", err, line)
@@ -117,13 +119,16 @@ func FuzzDecodeHit(f *testing.F) {
 			if fast != slow {
 				t.Fatalf("template read %+v, the general path %+v, from %q", fast, slow, line)
 			}
-			// A decision about the source, written by an Encoder that
-			// echoes the text read, is the line Append writes.
+			// A decision about the source of this hit or of the one
+			// before, written by an Encoder that echoes the texts read,
+			// is the line Append writes.
 			var enc Encoder
 			enc.Echo(&d)
-			block := Event{Kind: KindBlock, Time: fast.Time, Target: fast.Src, Mode: fast.Mode, Port: fast.Dport, Scan: fast.Scan, Hits: 1}
-			if got, want := enc.Append(nil, &block), Append(nil, &block); string(got) != string(want) {
-				t.Fatalf("echoed %s, want %s, after %q", got, want, line)
+			for _, h := range read {
+				block := Event{Kind: KindBlock, Time: h.Time, Target: h.Src, Mode: h.Mode, Port: h.Dport, Scan: h.Scan, Hits: 1}
+				if got, want := enc.Append(nil, &block), Append(nil, &block); string(got) != string(want) {
+					t.Fatalf("echoed %s, want %s, after %q", got, want, line)
+				}
 			}
 		}
 	})

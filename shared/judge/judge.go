@@ -36,6 +36,12 @@ type Model interface {
 	Stats() (hosts int, evicted uint64)
 }
 
+// Prefetcher is a Model that can ready itself for a hit ahead of it; see
+// Trigger.Prefetch.
+type Prefetcher interface {
+	Prefetch(h *event.Event)
+}
+
 // Outcome is what one hit did to its host's state.
 type Outcome uint8
 
@@ -117,6 +123,11 @@ type Trigger struct {
 	sweep   int32 // the next slot Expire looks at
 	free    int32 // first unused slot, -1 when all are used
 	evicted uint64
+	ahead   struct { // the key Prefetch was given last, and its hash
+		key  key
+		hash uint32
+		set  bool
+	}
 }
 
 // preallocHosts is how many hosts' room is made at once: the default
@@ -142,13 +153,12 @@ func (t *Trigger) Stats() (hosts int, evicted uint64) { return t.index.n, t.evic
 func (t *Trigger) Observe(h *event.Event, v *Verdict) {
 	now := h.Time.UnixNano()
 	k := keyOf(h.Src, h.Mode)
-	hk := t.index.hash(&k)
-	if t.free < 0 && len(t.hosts) >= t.s.MaxHosts {
-		// The host under the hand is most likely the one a new host
-		// replaces: its index entry is read now, not after find, so
-		// that the two reads, each a likely cache miss, overlap.
-		t.index.touch(t.hosts[t.hand].hash)
+	hk := t.ahead.hash
+	if !t.ahead.set || t.ahead.key != k {
+		hk = t.index.hash(&k)
+		t.touchVictim(0)
 	}
+	t.ahead.set = false
 	i, _ := t.index.find(&k, hk, t.hosts)
 	if i < 0 {
 		i = t.insert(k, hk)
@@ -195,6 +205,31 @@ func (t *Trigger) Observe(h *event.Event, v *Verdict) {
 	}
 	v.Outcome, v.Hits = Tripped, len(e.ports)
 	t.decide(&v.Decision, h, len(e.ports), e.until)
+}
+
+// Prefetch readies the table for h, the hit after the one Observe is given
+// next: it reads the index entries that h's lookup and, with the table
+// full, the forgetting of a host for it will read, so that these reads
+// (each a likely cache miss in a flood of new sources) overlap the work on
+// the hit before. It changes nothing Observe decides.
+func (t *Trigger) Prefetch(h *event.Event) {
+	k := keyOf(h.Src, h.Mode)
+	t.ahead.key, t.ahead.hash, t.ahead.set = k, t.index.hash(&k), true
+	t.index.touch(t.ahead.hash)
+	t.touchVictim(1)
+}
+
+// touchVictim reads the index entry of the host the hand will most likely
+// forget for the nth new host from now (0 or 1), when the table is full.
+func (t *Trigger) touchVictim(n int32) {
+	if t.free >= 0 || len(t.hosts) < t.s.MaxHosts {
+		return
+	}
+	i := t.hand + n
+	if int(i) >= len(t.hosts) {
+		i = 0
+	}
+	t.index.touch(t.hosts[i].hash)
 }
 
 // decide fills d with what is said about h's host, with until in unix

@@ -366,3 +366,51 @@ func TestClock(t *testing.T) {
 		t.Fatalf("%d hosts, want %d", hosts, max)
 	}
 }
+
+// TestPrefetchChangesNothing: a Trigger given each next hit (or another)
+// through Prefetch before each Observe decides as one never given any, for
+// hosts it keeps and through a full table that forgets hosts for room.
+func TestPrefetchChangesNothing(t *testing.T) {
+	hits := make([]*event.Event, 5000)
+	for i := range hits {
+		mode := event.ModeATCP
+		if i%3 == 0 {
+			mode = event.ModeAUDP
+		}
+		src := fmt.Sprintf("198.18.0.%d", i%20) // 20 scanners, kept
+		if i%4 == 0 {
+			src = fmt.Sprintf("198.19.%d.%d", i>>8, i&255) // hosts seen once, forgotten for room
+		}
+		hits[i] = hit(src, mode, uint16(i%9), time.Duration(i)*time.Second)
+	}
+	for _, ahead := range []struct {
+		name string
+		next func(i int) *event.Event // what Prefetch is given before hit i
+	}{
+		{"the next hit", func(i int) *event.Event { return hits[min(i+1, len(hits)-1)] }},
+		{"this hit", func(i int) *event.Event { return hits[i] }},
+		{"another host", func(i int) *event.Event { return hits[(i*7+3)%len(hits)] }},
+		{"this host in another mode", func(i int) *event.Event {
+			h := *hits[i]
+			h.Mode = event.ModeSTCP
+			return &h
+		}},
+	} {
+		t.Run(ahead.name, func(t *testing.T) {
+			s := Settings{ScanTrigger: 2, BlockTCP: 1, BlockUDP: 2, IdleTimeout: time.Hour, MaxHosts: 50}
+			plain, prefetching := NewTrigger(s), NewTrigger(s)
+			var want, got Verdict
+			for i, h := range hits {
+				plain.Observe(h, &want)
+				prefetching.Prefetch(ahead.next(i))
+				prefetching.Observe(h, &got)
+				if got != want {
+					t.Fatalf("hit %d: %+v with Prefetch, %+v without", i, got, want)
+				}
+			}
+			if _, evicted := plain.Stats(); evicted == 0 {
+				t.Fatal("the table never forgot a host: the test proves less than it says")
+			}
+		})
+	}
+}
