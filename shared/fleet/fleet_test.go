@@ -438,3 +438,56 @@ func TestNames(t *testing.T) {
 		}
 	}
 }
+
+// TestFollowFilter: a member follows every subject of the stream this
+// package makes, and only the decisions' of an administrator's stream that
+// holds more (whose other messages it never sees, so never refuses).
+func TestFollowFilter(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		subjects []string // nil: the stream this package makes
+		want     string
+	}{
+		{"ours", nil, ">"},
+		{"an administrator's with more", []string{Prefix + ".decision.>", Prefix + ".audit.>"}, Prefix + ".decision.>"},
+		{"an administrator's with part", []string{Prefix + ".decision.host-a.>"}, Prefix + ".decision.>"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := runServer(t, t.TempDir(), -1)
+			nc := dial(t, s)
+			js, err := jetstream.New(nc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := streamConfig(true)
+			if tc.subjects != nil {
+				cfg.Subjects = tc.subjects
+			}
+			if _, err := js.CreateStream(context.Background(), cfg); err != nil {
+				t.Fatal(err)
+			}
+			got, err := streamFound(context.Background(), nc, js)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f := followFilter(got); f != tc.want {
+				t.Errorf("filter %q, want %q", f, tc.want)
+			}
+			until := time.Now().Add(time.Hour)
+			for _, subj := range cfg.Subjects[1:] {
+				if _, err := js.Publish(context.Background(), strings.ReplaceAll(subj, ">", "x"), []byte("not a decision")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := js.Publish(context.Background(), DecisionSubject("host-a", event.ModeATCP, netip.MustParseAddr("198.18.0.1")), decision(event.KindBlock, "198.18.0.1", until, "host-a")); err != nil {
+				t.Fatal(err)
+			}
+			r := follow(t, dial(t, s), "host-b/ps-block")
+			waitFor(t, "the decision", func() bool { l, _ := r.snapshot(); return len(l) == 1 })
+			time.Sleep(200 * time.Millisecond)
+			if lines, errs := r.snapshot(); len(lines) != 1 || len(errs) != 0 {
+				t.Errorf("followed %q, refused %q; want the decision only", lines, errs)
+			}
+		})
+	}
+}

@@ -128,10 +128,11 @@ func Follow(ctx context.Context, nc *nats.Conn, self string, h transport.Handler
 	var cons jetstream.Consumer
 	for failures := 0; ; failures++ {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err = ensureStream(cctx, nc, js)
+		var cfg jetstream.StreamConfig
+		cfg, err = streamFound(cctx, nc, js)
 		if err == nil {
 			cons, err = js.OrderedConsumer(cctx, Stream, jetstream.OrderedConsumerConfig{
-				FilterSubjects: []string{Prefix + ".decision.>"},
+				FilterSubjects: []string{followFilter(cfg)},
 				DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
 			})
 		}
