@@ -400,6 +400,7 @@ func TestParseEndHitsHost(t *testing.T) {
 		{"198.18.0.1 atcp never hits=3 host=fw-1", "198.18.0.1 atcp never hits=3 host=fw-1"},
 		{"198.18.0.1 atcp never host=fw-1 hits=3", "198.18.0.1 atcp never hits=3 host=fw-1"},
 		{"198.18.0.1 atcp never alert hits=65535", "198.18.0.1 atcp never alert hits=65535"},
+		{"198.18.0.1 atcp 2026-11-25T15:00:00.5+01:00 hits=2", "198.18.0.1 atcp 2026-11-25T14:00:00.5Z hits=2"},
 		{"198.18.0.1 atcp never hits=65536", ""},
 		{"198.18.0.1 atcp never hits=0", ""},
 		{"198.18.0.1 atcp never hits=-1", ""},

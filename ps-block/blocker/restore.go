@@ -44,25 +44,31 @@ type endLine struct {
 	host  string // event.ValidHost, or ""
 }
 
-func (l endLine) String() string {
-	end := "never"
+func (l endLine) String() string { return string(l.appendTo(nil)) }
+
+// appendTo appends the line without its newline to b: a fleet member
+// writes one a decision.
+func (l endLine) appendTo(b []byte) []byte {
+	b = append(l.k.addr.AppendTo(b), ' ')
+	b = append(append(b, l.k.mode.String()...), ' ')
 	switch {
 	case l.gone:
-		end = lifted
+		return append(b, lifted...)
 	case !l.until.IsZero():
-		end = l.until.UTC().Format(time.RFC3339Nano)
+		b = l.until.UTC().AppendFormat(b, time.RFC3339Nano)
+	default:
+		b = append(b, "never"...)
 	}
-	s := l.k.addr.String() + " " + l.k.mode.String() + " " + end
-	if !l.gone && l.kind != event.KindBlock {
-		s += " " + l.kind.String()
+	if l.kind != event.KindBlock {
+		b = append(append(b, ' '), l.kind.String()...)
 	}
-	if !l.gone && l.hits > 0 {
-		s += " hits=" + strconv.Itoa(int(l.hits))
+	if l.hits > 0 {
+		b = strconv.AppendUint(append(b, " hits="...), uint64(l.hits), 10)
 	}
-	if !l.gone && l.host != "" {
-		s += " host=" + l.host
+	if l.host != "" {
+		b = append(append(b, " host="...), l.host...)
 	}
-	return s
+	return b
 }
 
 func parseEnd(text []byte) (endLine, error) {
@@ -113,12 +119,11 @@ func (b *Blocker) appendEnds(ends []endLine) {
 		return
 	}
 	path := b.cfg.BlockedFile + untilSuffix
-	var sb strings.Builder
+	var buf []byte
 	for _, l := range ends {
-		sb.WriteString(l.String())
-		sb.WriteByte('\n')
+		buf = append(l.appendTo(buf), '\n')
 	}
-	if err := recfile.Append(path, []byte(sb.String())); err != nil {
+	if err := recfile.Append(path, buf); err != nil {
 		b.cfg.Log.Admin("blocker: %v", err)
 		return
 	}

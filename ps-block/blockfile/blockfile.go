@@ -77,11 +77,14 @@ func appendPad(b []byte, n, width int, sep byte) []byte {
 		b = append(b, '-')
 		n, width = -n, width-1
 	}
-	d := strconv.AppendInt(nil, int64(n), 10)
-	for i := len(d); i < width; i++ {
+	digits := 1
+	for x := n; x >= 10; x /= 10 {
+		digits++
+	}
+	for ; digits < width; digits++ {
 		b = append(b, '0')
 	}
-	return append(append(b, d...), sep)
+	return append(strconv.AppendInt(b, int64(n), 10), sep)
 }
 
 var lineRE = regexp.MustCompile(`^(\d+) - \d\d/\d\d/\d{4} \d\d:\d\d:\d\d Host: ([^ /]*)/(\S+) Port: (\d+) (TCP|UDP) Blocked$`)
