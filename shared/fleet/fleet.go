@@ -191,31 +191,12 @@ func serverHasTTL(nc *nats.Conn) bool {
 // member allowed only to read the stream's information can use one an
 // administrator made.
 func ensureStream(ctx context.Context, nc *nats.Conn, js jetstream.JetStream) (ttl bool, err error) {
-	cfg, err := streamFound(ctx, nc, js)
-	return cfg.AllowMsgTTL, err
-}
-
-// streamFound is ensureStream giving the stream's configuration.
-func streamFound(ctx context.Context, nc *nats.Conn, js jetstream.JetStream) (jetstream.StreamConfig, error) {
 	s, err := js.Stream(ctx, Stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		s, err = js.CreateStream(ctx, streamConfig(serverHasTTL(nc)))
 	}
 	if err != nil {
-		return jetstream.StreamConfig{}, fmt.Errorf("stream %s: %w", Stream, err)
+		return false, fmt.Errorf("stream %s: %w", Stream, err)
 	}
-	return s.CachedInfo().Config, nil
-}
-
-// followFilter is the subject filter of a member's consumer of the stream
-// cfg: every subject (">") when the stream holds decisions only, as the
-// one this package makes does, so that the server hands each message on
-// without matching its subject (about 7 % less CPU for server and three
-// followers together, in process, 20,000 decisions); the decisions'
-// subjects when an administrator's stream holds more.
-func followFilter(cfg jetstream.StreamConfig) string {
-	if len(cfg.Subjects) == 1 && cfg.Subjects[0] == Prefix+".decision.>" {
-		return ">"
-	}
-	return Prefix + ".decision.>"
+	return s.CachedInfo().Config.AllowMsgTTL, nil
 }

@@ -128,11 +128,10 @@ func Follow(ctx context.Context, nc *nats.Conn, self string, h transport.Handler
 	var cons jetstream.Consumer
 	for failures := 0; ; failures++ {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		var cfg jetstream.StreamConfig
-		cfg, err = streamFound(cctx, nc, js)
+		_, err = ensureStream(cctx, nc, js)
 		if err == nil {
 			cons, err = js.OrderedConsumer(cctx, Stream, jetstream.OrderedConsumerConfig{
-				FilterSubjects: []string{followFilter(cfg)},
+				FilterSubjects: []string{Prefix + ".decision.>"},
 				DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
 			})
 		}
