@@ -208,10 +208,10 @@ func (t *Trigger) Observe(h *event.Event, v *Verdict) {
 }
 
 // Prefetch readies the table for h, the hit after the one Observe is given
-// next: it reads the index entries that h's lookup and, with the table
-// full, the forgetting of a host for it will read, so that these reads
-// (each a likely cache miss in a flood of new sources) overlap the work on
-// the hit before. It changes nothing Observe decides.
+// next: it brings into the cache the index entries that h's lookup and,
+// with the table full, the forgetting of a host for it will read, so that
+// these cache misses (likely, in a flood of new sources) overlap the work
+// on the hit before. It changes nothing Observe decides.
 func (t *Trigger) Prefetch(h *event.Event) {
 	k := keyOf(h.Src, h.Mode)
 	t.ahead.key, t.ahead.hash, t.ahead.set = k, t.index.hash(&k), true
@@ -219,8 +219,9 @@ func (t *Trigger) Prefetch(h *event.Event) {
 	t.touchVictim(1)
 }
 
-// touchVictim reads the index entry of the host the hand will most likely
-// forget for the nth new host from now (0 or 1), when the table is full.
+// touchVictim brings into the cache the index entry of the host the hand
+// will most likely forget for the nth new host from now (0 or 1), when the
+// table is full.
 func (t *Trigger) touchVictim(n int32) {
 	if t.free >= 0 || len(t.hosts) < t.s.MaxHosts {
 		return
