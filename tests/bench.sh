@@ -638,7 +638,7 @@ bench_iperf() {
 
 # --- 5. the fleet over NATS --------------------------------------------------
 bench_fleet() {
-  local i out med=() p99=() rate=() behind=() m
+  local i out med=() p99=() rate=() behind=() cpu=() m
   for i in $(seq "$RUNS"); do
     say "fleet: run $i of $RUNS: go test -run '^TestFleetBench\$' ./tests with PS_FLEET_BENCH=1"
     out=$(cd "$root/tests" && PS_FLEET_BENCH=1 timeout 600 go test -count=1 -run '^TestFleetBench$' -v . 2>&1) ||
@@ -649,6 +649,7 @@ bench_fleet() {
     p99+=("$(printf '%s\n' "$out" | awk '/FLEETBENCH latency/ { for (i = 1; i <= NF; i++) if ($i ~ /^p99_ms=/) { v = substr($i, 8) + 0; if (v > m) m = v } } END { print m }')")
     rate+=("$(printf '%s\n' "$out" | awk '/FLEETBENCH rate/ { for (i = 1; i <= NF; i++) if ($i ~ /^per_s=/) { v = substr($i, 7) + 0; if (m == "" || v < m) m = v } } END { print m }')")
     behind+=("$(printf '%s\n' "$out" | awk '/FLEETBENCH rate/ { for (i = 1; i <= NF; i++) if ($i ~ /^behind_last_ms=/) { v = substr($i, 16) + 0; if (v > m) m = v } } END { print m }')")
+    cpu+=("$(printf '%s\n' "$out" | awk '/FLEETBENCH cpu_s/ { for (i = 1; i <= NF; i++) if ($i ~ /^total=/) print substr($i, 7) }')")
   done
   m=$(median "${med[@]}")
   row "fleet: host a's decision to host b's/c's nft element, median of 1,000" "$m" "ms" "< 5 ms" "$(verdict "$m" "<" 5)" "$(runs_list "${med[@]}")"
@@ -658,6 +659,8 @@ bench_fleet() {
   row "fleet: 20,000 decisions written at 10,000/s, slowest member's rate" "$(fmt_int "$m")" "decisions/s" ">= 10,000" "$(verdict "$m" ">=" 10000)" "$(runs_list "${rate[@]}")"
   m=$(median "${behind[@]}")
   row "fleet: slowest member done after the last decision was written" "$m" "ms" "" "" "$(runs_list "${behind[@]}")"
+  m=$(median "${cpu[@]}")
+  row "fleet: CPU of those 20,000 (nats-server, 3 members, the test)" "$m" "s" "" "" "$(runs_list "${cpu[@]}")"
 }
 
 # --- 6. the kernel fast path ---------------------------------------------------

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -391,7 +392,7 @@ func TestFleetBench(t *testing.T) {
 		t.Skip("a measurement: tests/bench.sh runs it with PS_FLEET_BENCH=1")
 	}
 	l := newFleetLab(t)
-	l.startNATS(t, 1)
+	server := l.startNATS(t, 1)
 	members := map[string]string{"host-a": l.a, "host-b": l.b, "host-c": l.scan}
 	stages := map[string]*advStage{}
 	for _, host := range []string{"host-a", "host-b", "host-c"} {
@@ -468,6 +469,14 @@ func TestFleetBench(t *testing.T) {
 
 	// Throughput, 20,000 decisions at 10,000 a second: 100 every 10 ms.
 	const nRate, per, every = 20000, 100, 10 * time.Millisecond
+	// The CPU each process spends on them, from here until every member
+	// applied every one: the two cores are what limits.
+	procs := []*advStage{server, stages["host-a"], stages["host-b"], stages["host-c"]}
+	cpu0 := make([]time.Duration, len(procs))
+	for i, s := range procs {
+		cpu0[i] = procCPU(t, s.cmd.Process.Pid)
+	}
+	test0 := procCPU(t, os.Getpid())
 	first := time.Now()
 	var last time.Time
 	for k := 0; k*per < nRate; k++ {
@@ -494,4 +503,40 @@ func TestFleetBench(t *testing.T) {
 		t.Logf("FLEETBENCH rate %s decisions=%d per_s=%.0f behind_last_ms=%.1f", host, nRate,
 			nRate/done.Sub(first).Seconds(), float64(done.Sub(last))/1e6)
 	}
+	var cpu []string
+	var total time.Duration
+	for i, name := range []string{"nats-server", "host-a", "host-b", "host-c"} {
+		d := procCPU(t, procs[i].cmd.Process.Pid) - cpu0[i]
+		total += d
+		cpu = append(cpu, fmt.Sprintf("%s=%.2f", name, d.Seconds()))
+	}
+	d := procCPU(t, os.Getpid()) - test0
+	total += d
+	t.Logf("FLEETBENCH cpu_s %s test=%.2f total=%.2f", strings.Join(cpu, " "), d.Seconds(), total.Seconds())
+}
+
+// procCPU is the CPU time (user and system) process pid has used, from
+// /proc/PID/stat, in the kernel's clock ticks of 10 ms.
+func procCPU(t *testing.T, pid int) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The fields after the command name, which is in parentheses and may
+	// hold spaces: state is the first, utime and stime the 12th and 13th.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		t.Fatalf("/proc/%d/stat: %q", pid, s)
+	}
+	var ticks int64
+	for _, v := range f[11:13] {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			t.Fatalf("/proc/%d/stat: %q: %v", pid, s, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond
 }
