@@ -135,15 +135,13 @@ func readIPv6(b []byte) (a netip.Addr, canonical bool, n int, ok bool) {
 			odd = true
 		}
 		if off < len(s) && s[off] == '.' {
-			var v4 [4]byte
 			if ellipsis < 0 && i != 12 || i+4 > 16 {
 				return netip.Addr{}, false, 0, false
 			}
-			m, ok := readIPv4(s, &v4)
+			m, ok := readIPv4(s, (*[4]byte)(ip[i:i+4]))
 			if !ok {
 				return netip.Addr{}, false, 0, false
 			}
-			copy(ip[i:], v4[:])
 			s, i, odd = s[m:], i+4, true
 			break
 		}

@@ -399,7 +399,7 @@ func (c *secondCache) read(b []byte) (t time.Time, n int, ok bool) {
 		return time.Time{}, 0, false
 	}
 	n++
-	if c != nil && c.set && sameSecond(b, &c.text) {
+	if c != nil && c.set && sameText(b[:19], c.text[:]) {
 		return time.Unix(c.unix, int64(ns)).UTC(), n, true
 	}
 	unix, ok := parseSecond(b[:19])
@@ -411,13 +411,6 @@ func (c *secondCache) read(b []byte) (t time.Time, n int, ok bool) {
 		c.unix, c.set = unix, true
 	}
 	return time.Unix(unix, int64(ns)).UTC(), n, true
-}
-
-// sameSecond reports whether b, of 19 bytes or more, starts with text: in
-// three loads, not a call.
-func sameSecond(b []byte, text *[19]byte) bool {
-	le := binary.LittleEndian
-	return le.Uint64(b) == le.Uint64(text[:]) && le.Uint64(b[8:]) == le.Uint64(text[8:]) && le.Uint64(b[11:]) == le.Uint64(text[11:])
 }
 
 // parseSecond reads YYYY-MM-DDTHH:MM:SS as unix seconds.
