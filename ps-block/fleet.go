@@ -10,7 +10,6 @@ import (
 	"github.com/portsentry/pipeline/shared/event"
 	"github.com/portsentry/pipeline/shared/fleet"
 	"github.com/portsentry/pipeline/shared/guard"
-	"github.com/portsentry/pipeline/shared/transport"
 )
 
 // member is this ps-block's part in the fleet (--fleet): it publishes the
@@ -18,12 +17,11 @@ import (
 // blocker as input lines of origin "fleet" and so pass its one gate, and
 // registers this host's addresses so that no member blocks them.
 type member struct {
-	transport.Handler // the blocker: own input is carried out here
-	b                 *blocker.Blocker
-	out               *fleet.Outbox
-	dry               bool // --dry-run: follow only; publish and register nothing
-	stop              context.CancelFunc
-	done              chan struct{}
+	*blocker.Blocker // own input is carried out here
+	out              *fleet.Outbox
+	dry              bool // --dry-run: follow only; publish and register nothing
+	stop             context.CancelFunc
+	done             chan struct{}
 }
 
 // joinFleet connects to url and starts following the fleet once the
@@ -45,7 +43,7 @@ func joinFleet(url string, cfg *config.Config, b *blocker.Blocker, keeper *guard
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	m := &member{Handler: b, b: b, out: out, dry: dry, stop: cancel, done: make(chan struct{})}
+	m := &member{Blocker: b, out: out, dry: dry, stop: cancel, done: make(chan struct{})}
 	own := func() []netip.Addr {
 		sys, err := guard.Discover(guard.ResolvConf)
 		if err != nil {
@@ -88,13 +86,13 @@ func (m *member) Line(origin string, n int, data []byte, err error) {
 		err = event.DecodeInto(&ev, data)
 	}
 	if err != nil {
-		m.b.Line(origin, n, data, err)
+		m.Blocker.Line(origin, n, data, err)
 		return
 	}
 	if !m.dry {
 		m.out.AddEvent(&ev)
 	}
-	m.b.Event(origin, n, &ev)
+	m.Blocker.Event(origin, n, &ev)
 }
 
 // close stops following and sends what waits, for 2 s at most.
